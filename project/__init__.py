@@ -1,0 +1,1 @@
+"""Sample Django project: websocket chat and request statistics on streams_layer."""

@@ -1,0 +1,1 @@
+"""The chat app: one room per URL path, one Channels group per room."""

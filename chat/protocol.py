@@ -1,0 +1,130 @@
+"""The chat's websocket protocol: what a client may send, what it receives.
+
+Client to server, one JSON object per text frame::
+
+    {"message": "hello"}
+
+Server to client, one JSON object per text frame:
+
+* a chat message: ``{"message": "hello", "id": "1718000000000-0", "time": "...Z"}``;
+  ``id`` is the message's stream ID in the room history, ``time`` the UTC
+  time (ISO 8601) at which it was recorded;
+* a refusal: ``{"error": "..."}`` (the connection stays open);
+* a gap notice: ``{"gap": true, "error": "..."}`` when a resuming client
+  asked for messages older than the history still holds.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_MAX_MESSAGE_BYTES = 4096
+# A frame may carry JSON escapes around the message; anything larger than
+# this multiple of the message limit is refused before it is parsed.
+FRAME_OVERHEAD_FACTOR = 8
+
+
+class FrameError(ValueError):
+    """A client frame that is not a valid chat message; the text says why."""
+
+
+class StreamId(tuple[int, int]):
+    """A Redis stream ID ``"<ms>-<seq>"``, ordered as the pair of integers.
+
+    Comparing IDs as strings is wrong ("9-0" > "10-0"); this class compares
+    them as numbers.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, ms: int, seq: int) -> StreamId:
+        return super().__new__(cls, (ms, seq))
+
+    @classmethod
+    def parse(cls, text: str) -> StreamId:
+        """Parse ``"<ms>-<seq>"``.
+
+        Raises:
+            ValueError: ``text`` is not a stream ID.
+        """
+        ms_text, sep, seq_text = text.partition("-")
+        if not sep or not ms_text.isdigit() or not seq_text.isdigit():
+            msg = f"not a stream ID: {text!r}"
+            raise ValueError(msg)
+        return cls(int(ms_text), int(seq_text))
+
+    @property
+    def ms(self) -> int:
+        """Milliseconds since the epoch at which Redis recorded the entry."""
+        return self[0]
+
+    def __str__(self) -> str:
+        return f"{self[0]}-{self[1]}"
+
+
+def parse_client_frame(text: str | None, *, max_message_bytes: int) -> str:
+    """Return the chat message carried by a client text frame.
+
+    Raises:
+        FrameError: a binary frame, a frame that is not a JSON object, a
+            missing or non-string ``message``, an empty message, or a message
+            over ``max_message_bytes`` (UTF-8).
+    """
+    if text is None:
+        msg = "binary frames are not supported; send JSON text"
+        raise FrameError(msg)
+    if len(text) > max_message_bytes * FRAME_OVERHEAD_FACTOR:
+        msg = f"frame too large (limit {max_message_bytes} bytes of message)"
+        raise FrameError(msg)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        msg = "invalid JSON"
+        raise FrameError(msg) from None
+    if not isinstance(data, dict):
+        msg = 'expected a JSON object like {"message": "..."}'
+        raise FrameError(msg)
+    message = data.get("message")
+    if message is None:
+        msg = 'missing "message"'
+        raise FrameError(msg)
+    if not isinstance(message, str):
+        msg = '"message" must be a string'
+        raise FrameError(msg)
+    if not message.strip():
+        msg = '"message" is empty'
+        raise FrameError(msg)
+    try:
+        size = len(message.encode("utf-8"))
+    except UnicodeEncodeError:
+        msg = '"message" is not valid Unicode text'
+        raise FrameError(msg) from None
+    if size > max_message_bytes:
+        msg = f'"message" is {size} bytes, over the limit of {max_message_bytes}'
+        raise FrameError(msg)
+    return message
+
+
+def message_frame(message: str, history_id: StreamId) -> str:
+    """The JSON text frame that delivers one chat message."""
+    recorded = datetime.fromtimestamp(history_id.ms / 1000, tz=UTC)
+    payload: dict[str, Any] = {
+        "message": message,
+        "id": str(history_id),
+        "time": recorded.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    return json.dumps(payload)
+
+
+def error_frame(reason: str) -> str:
+    """The JSON text frame that refuses a client frame."""
+    return json.dumps({"error": reason})
+
+
+def gap_frame() -> str:
+    """The JSON text frame that tells a resuming client some messages are gone."""
+    return json.dumps(
+        {"gap": True, "error": "some messages you missed are no longer in the room history"}
+    )

@@ -1,0 +1,102 @@
+// The room page: one websocket, reconnecting with the id of the last message
+// seen so that the server sends exactly the messages missed meanwhile.
+// Every text goes into the page through textContent, never as HTML.
+(function () {
+  "use strict";
+
+  const room = JSON.parse(document.getElementById("room-name").textContent);
+  const log = document.getElementById("log");
+  const input = document.getElementById("input");
+  const form = document.getElementById("form");
+  const statusLine = document.getElementById("status");
+
+  let socket = null;
+  let lastId = null;       // highest stream id shown, as [ms, seq]
+  let retryDelayMs = 500;
+  const maxRetryDelayMs = 10000;
+
+  function parseId(text) {
+    const match = /^(\d+)-(\d+)$/.exec(String(text));
+    return match ? [Number(match[1]), Number(match[2])] : null;
+  }
+
+  function isAfter(a, b) {
+    return b === null || a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+  }
+
+  function addLine(text, className, meta) {
+    const line = document.createElement("div");
+    if (className) line.className = className;
+    if (meta) {
+      const span = document.createElement("span");
+      span.className = "meta";
+      span.textContent = meta;
+      line.appendChild(span);
+    }
+    line.appendChild(document.createTextNode(text));
+    log.appendChild(line);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function showMessage(frame) {
+    const id = parseId(frame.id);
+    if (id === null) return;
+    if (!isAfter(id, lastId)) return;   // already shown
+    lastId = id;
+    const time = new Date(frame.time);
+    const meta = isNaN(time) ? "" : time.toLocaleTimeString();
+    const line = document.createElement("div");
+    line.className = "message";
+    line.dataset.id = frame.id;
+    const span = document.createElement("span");
+    span.className = "meta";
+    span.textContent = meta;
+    line.appendChild(span);
+    line.appendChild(document.createTextNode(String(frame.message)));
+    log.appendChild(line);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function socketUrl() {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    let url = scheme + window.location.host + "/ws/" + encodeURIComponent(room) + "/";
+    if (lastId !== null) url += "?after=" + lastId[0] + "-" + lastId[1];
+    return url;
+  }
+
+  function connect() {
+    socket = new WebSocket(socketUrl());
+    socket.onopen = function () {
+      statusLine.textContent = "connected";
+      retryDelayMs = 500;
+    };
+    socket.onmessage = function (event) {
+      let frame;
+      try { frame = JSON.parse(event.data); } catch (e) { return; }
+      if (frame.gap) {
+        addLine("Some messages were missed: " + String(frame.error), "error");
+      } else if (typeof frame.error === "string") {
+        addLine(frame.error, "error");
+      } else if (typeof frame.message === "string") {
+        showMessage(frame);
+      }
+    };
+    socket.onclose = function () {
+      statusLine.textContent = "disconnected; reconnecting…";
+      window.setTimeout(connect, retryDelayMs);
+      retryDelayMs = Math.min(retryDelayMs * 2, maxRetryDelayMs);
+    };
+  }
+
+  // Enter in the input submits the form, like a click on the button.
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    const text = input.value;
+    if (!text.trim() || socket === null || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ message: text }));
+    input.value = "";
+    input.focus();
+  });
+
+  connect();
+})();

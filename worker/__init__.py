@@ -1,0 +1,1 @@
+"""The statistics app: a request middleware, a worker command and the stats pages."""

@@ -1,0 +1,168 @@
+"""Sending request records to the ``statistic`` channel without holding up responses.
+
+A send runs in the background, is bounded in time and in number, and its
+failures are logged at most once per interval with a count, so a Redis
+outage produces a handful of log lines instead of one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any
+
+import redis.exceptions
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+
+from streams_layer.exceptions import StreamsLayerError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHANNEL = "statistic"
+DEFAULT_SEND_TIMEOUT_S = 0.05
+DEFAULT_MAX_IN_FLIGHT = 1000
+DEFAULT_LOG_INTERVAL_S = 30.0
+
+# Everything a send may fail with when Redis is down, slow or full.
+SEND_ERRORS: tuple[type[BaseException], ...] = (
+    StreamsLayerError,
+    ChannelFull,
+    redis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+)
+
+
+class FailureLog:
+    """Logs failures at most once per ``interval_s``, with how many happened meanwhile."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        interval_s: float = DEFAULT_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_logged: float | None = None
+        self._count = 0
+
+    def record(self, reason: str) -> None:
+        """Count one failure; log if the last log line is older than the interval."""
+        with self._lock:
+            self._count += 1
+            now = self._clock()
+            if self._last_logged is not None and now - self._last_logged < self._interval_s:
+                return
+            count, self._count = self._count, 0
+            self._last_logged = now
+        self._log.warning(
+            "request statistics not sent: %d failure(s) since the last report; latest: %s",
+            count,
+            reason,
+        )
+
+
+class StatisticSender:
+    """Sends messages to one channel in the background, within ``timeout_s`` each.
+
+    From async code call :meth:`submit`; from a thread without an event loop
+    call :meth:`submit_from_thread`, which uses one long-lived background loop
+    (so the layer keeps one connection pool instead of one per request).
+    At most ``max_in_flight`` sends are pending; beyond that records are
+    dropped and counted as failures.
+    """
+
+    def __init__(
+        self,
+        *,
+        channel: str = DEFAULT_CHANNEL,
+        timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        failures: FailureLog | None = None,
+    ) -> None:
+        self.channel = channel
+        self.timeout_s = timeout_s
+        self.max_in_flight = max_in_flight
+        self.failures = failures or FailureLog(logger)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread_futures: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def in_flight(self) -> int:
+        """How many sends are pending."""
+        with self._lock:
+            return len(self._tasks) + len(self._thread_futures)
+
+    def submit(self, message: dict[str, Any]) -> None:
+        """Start sending ``message`` on the running event loop; return at once."""
+        if self.in_flight() >= self.max_in_flight:
+            self.failures.record(f"{self.max_in_flight} sends already pending")
+            return
+        task = asyncio.get_running_loop().create_task(self.send(message))
+        with self._lock:
+            self._tasks.add(task)
+        task.add_done_callback(self._forget_task)
+
+    def submit_from_thread(self, message: dict[str, Any]) -> None:
+        """Start sending ``message`` on the background loop; return at once."""
+        if self.in_flight() >= self.max_in_flight:
+            self.failures.record(f"{self.max_in_flight} sends already pending")
+            return
+        future = self._run_in_background(self.send(message))
+        with self._lock:
+            self._thread_futures.add(future)
+        future.add_done_callback(self._forget_future)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send ``message``, giving up after ``timeout_s``; failures are logged, not raised."""
+        layer = get_channel_layer()
+        if layer is None:
+            self.failures.record("no channel layer configured")
+            return
+        try:
+            await asyncio.wait_for(layer.send(self.channel, message), self.timeout_s)
+        except SEND_ERRORS as exc:
+            self.failures.record(f"{type(exc).__name__}: {exc}")
+
+    async def drain(self) -> None:
+        """Wait until the sends started on this event loop have finished."""
+        with self._lock:
+            tasks = [task for task in self._tasks if task.get_loop() is asyncio.get_running_loop()]
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    def drain_thread(self, timeout_s: float = 5.0) -> None:
+        """Wait until the sends started with :meth:`submit_from_thread` have finished."""
+        with self._lock:
+            futures = list(self._thread_futures)
+        for future in futures:
+            future.result(timeout=timeout_s)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        with self._lock:
+            self._tasks.discard(task)
+
+    def _forget_future(self, future: Future[None]) -> None:
+        with self._lock:
+            self._thread_futures.discard(future)
+
+    def _run_in_background(self, coro: Coroutine[Any, Any, None]) -> Future[None]:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=self._loop.run_forever, name="statistic-sender", daemon=True
+                )
+                thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop)

@@ -1,0 +1,213 @@
+"""capacity and channel_capacity: ChannelFull on send, per channel, never on group_send."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import channels.exceptions
+import pytest
+from layer_helpers import LayerFactory, numbered, receive_within, receives_nothing
+
+import streams_layer
+from streams_layer.exceptions import ChannelFull, StreamsLayerError
+
+
+@pytest.fixture
+async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
+    factory = LayerFactory([redis_url], prefix)
+    yield factory
+    await factory.aclose()
+
+
+async def _fill(layer: Any, channel: str, count: int) -> None:
+    for message in numbered(count):
+        await layer.send(channel, message)
+
+
+async def _channel_of(layer: Any, kind: str) -> str:
+    if kind == "specific":
+        channel: str = await layer.new_channel()
+        return channel
+    return "capacity.normal"
+
+
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_send_over_capacity_raises_channel_full(make_layer: LayerFactory, kind: str) -> None:
+    layer = make_layer(capacity=3)
+    channel = await _channel_of(layer, kind)
+    await _fill(layer, channel, 3)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send(channel, {"type": "x", "n": 99})
+
+
+async def test_channel_full_is_the_layers_own_and_channels_exception(
+    make_layer: LayerFactory,
+) -> None:
+    layer = make_layer(capacity=1)
+    await layer.send("full", {"type": "x"})
+    with pytest.raises(ChannelFull) as excinfo:
+        await layer.send("full", {"type": "x"})
+    assert streams_layer.ChannelFull is ChannelFull
+    assert isinstance(excinfo.value, channels.exceptions.ChannelFull)
+    assert isinstance(excinfo.value, StreamsLayerError)
+
+
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_rejected_message_is_not_enqueued(make_layer: LayerFactory, kind: str) -> None:
+    layer = make_layer(capacity=2)
+    channel = await _channel_of(layer, kind)
+    await _fill(layer, channel, 2)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send(channel, {"type": "x", "n": 99})
+    received = [(await receive_within(layer, channel))["n"] for _ in range(2)]
+    assert received == [0, 1]
+    assert await receives_nothing(layer, channel)
+
+
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_capacity_frees_up_after_receive(make_layer: LayerFactory, kind: str) -> None:
+    layer = make_layer(capacity=2)
+    channel = await _channel_of(layer, kind)
+    await _fill(layer, channel, 2)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send(channel, {"type": "x", "n": 2})
+    assert (await receive_within(layer, channel))["n"] == 0
+    await layer.send(channel, {"type": "x", "n": 3})
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send(channel, {"type": "x", "n": 4})
+    assert [(await receive_within(layer, channel))["n"] for _ in range(2)] == [1, 3]
+
+
+async def test_capacity_is_counted_per_process_specific_channel(make_layer: LayerFactory) -> None:
+    # channels_redis counts one process's channels together; this layer counts
+    # each channel on its own.
+    owner, sender = make_layer(capacity=3), make_layer(capacity=3)
+    busy, quiet = await owner.new_channel(), await owner.new_channel()
+    await _fill(sender, busy, 3)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await sender.send(busy, {"type": "x"})
+    await _fill(sender, quiet, 3)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await sender.send(quiet, {"type": "x"})
+    assert [(await receive_within(owner, quiet))["n"] for _ in range(3)] == [0, 1, 2]
+    assert [(await receive_within(owner, busy))["n"] for _ in range(3)] == [0, 1, 2]
+
+
+async def test_capacity_is_counted_per_normal_channel(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=2)
+    await _fill(layer, "first", 2)
+    await _fill(layer, "second", 2)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send("first", {"type": "x"})
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send("second", {"type": "x"})
+
+
+async def test_messages_buffered_locally_still_count_against_capacity(
+    make_layer: LayerFactory,
+) -> None:
+    owner, sender = make_layer(capacity=3), make_layer(capacity=3)
+    buffered, other = await owner.new_channel(), await owner.new_channel()
+    await _fill(sender, buffered, 3)
+    # Receiving on a sibling channel makes the owner read its inbox, which
+    # moves the three messages into its local buffer for `buffered`.
+    assert await receives_nothing(owner, other)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await sender.send(buffered, {"type": "x", "n": 99})
+    assert [(await receive_within(owner, buffered))["n"] for _ in range(3)] == [0, 1, 2]
+    await sender.send(buffered, {"type": "x", "n": 4})
+    assert (await receive_within(owner, buffered))["n"] == 4
+
+
+async def test_channel_capacity_glob_pattern_overrides_capacity(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=5, channel_capacity={"http.*": 2})
+    await _fill(layer, "http.request", 2)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send("http.request", {"type": "x"})
+    await _fill(layer, "websocket.receive", 5)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send("websocket.receive", {"type": "x"})
+
+
+async def test_channel_capacity_glob_matches_process_specific_channels(
+    make_layer: LayerFactory,
+) -> None:
+    layer = make_layer(capacity=5, channel_capacity={"narrow.*": 1})
+    channel = await layer.new_channel(prefix="narrow")
+    await layer.send(channel, {"type": "x"})
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send(channel, {"type": "x"})
+
+
+async def test_channel_capacity_compiled_regex_overrides_capacity(
+    make_layer: LayerFactory,
+) -> None:
+    layer = make_layer(capacity=4, channel_capacity={re.compile(r"^prio\d+$"): 1})
+    await layer.send("prio7", {"type": "x"})
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send("prio7", {"type": "x"})
+    # "prio7x" does not match the regex: the default capacity applies.
+    await _fill(layer, "prio7x", 4)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send("prio7x", {"type": "x"})
+
+
+async def test_channel_capacity_first_matching_pattern_wins(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=10, channel_capacity={"a.*": 1, "a.b*": 3})
+    await layer.send("a.bc", {"type": "x"})
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send("a.bc", {"type": "x"})
+
+
+async def test_group_send_skips_full_member_and_reaches_the_others(
+    make_layer: LayerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    owner, other = make_layer(capacity=2), make_layer(capacity=2)
+    full, free, remote = (
+        await owner.new_channel(),
+        await owner.new_channel(),
+        await other.new_channel(),
+    )
+    for member in (full, free, remote, "group.normal"):
+        await owner.group_add("room", member)
+    await _fill(owner, full, 2)
+    await owner.group_send("room", {"type": "group", "n": 100})
+    assert (await receive_within(owner, free))["n"] == 100
+    assert (await receive_within(other, remote))["n"] == 100
+    assert (await receive_within(owner, "group.normal"))["n"] == 100
+    assert [(await receive_within(owner, full))["n"] for _ in range(2)] == [0, 1]
+    assert await receives_nothing(owner, full)
+    warnings = [
+        r
+        for r in caplog.records
+        if r.name.startswith("streams_layer") and r.levelno >= logging.WARNING
+    ]
+    assert warnings == [], "a full member is logged below WARNING"
+
+
+async def test_group_send_skips_full_normal_channel_member(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=1)
+    member = await layer.new_channel()
+    await layer.group_add("room", "full.normal")
+    await layer.group_add("room", member)
+    await layer.send("full.normal", {"type": "x", "n": 0})
+    await layer.group_send("room", {"type": "x", "n": 1})
+    assert (await receive_within(layer, member))["n"] == 1
+    assert (await receive_within(layer, "full.normal"))["n"] == 0
+    assert await receives_nothing(layer, "full.normal")
+
+
+async def test_group_messages_count_against_member_capacity(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=2)
+    member = await layer.new_channel()
+    await layer.group_add("room", member)
+    for message in numbered(3):
+        await layer.group_send("room", message)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await layer.send(member, {"type": "x", "n": 99})
+    assert [(await receive_within(layer, member))["n"] for _ in range(2)] == [0, 1]
+    assert await receives_nothing(layer, member)

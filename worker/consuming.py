@@ -81,23 +81,35 @@ def make_handler(counters: WorkerCounters, consumer: str) -> Handler:
     return handle
 
 
+@dataclass(frozen=True)
+class TeamSpec:
+    """Which channel a team consumes, under which name, with how many consumers."""
+
+    channel: str
+    team: str
+    consumers: int
+
+    def consumer_names(self) -> list[str]:
+        """``<team>-1`` ... ``<team>-<consumers>``."""
+        return [f"{self.team}-{number}" for number in range(1, self.consumers + 1)]
+
+
 async def run_team(
     layer: BaseChannelLayer,
-    channel: str,
+    spec: TeamSpec,
     *,
-    team: str,
-    consumers: int,
     stop: asyncio.Event,
     counters: WorkerCounters,
 ) -> None:
-    """Run ``consumers`` consumers named ``<team>-<n>`` until ``stop`` is set."""
-    names = [f"{team}-{number}" for number in range(1, consumers + 1)]
+    """Run the consumers of ``spec`` until ``stop`` is set; each handles whole messages."""
     tasks = [
         asyncio.create_task(
-            consume(layer, channel, consumer=name, handle=make_handler(counters, name), stop=stop),
+            consume(
+                layer, spec.channel, consumer=name, handle=make_handler(counters, name), stop=stop
+            ),
             name=name,
         )
-        for name in names
+        for name in spec.consumer_names()
     ]
     try:
         await asyncio.gather(*tasks)

@@ -30,6 +30,14 @@ def get_sender() -> StatisticSender:
     return _sender
 
 
+def reset_sender() -> None:
+    """Drop the process-wide sender; the next request builds one from the settings again."""
+    global _sender
+    sender, _sender = _sender, None
+    if sender is not None:
+        sender.close()
+
+
 def request_message(request: HttpRequest, response: HttpResponseBase) -> dict[str, Any]:
     """The ``statistic`` message describing ``request`` and its response."""
     record = make_record(

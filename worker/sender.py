@@ -148,6 +148,13 @@ class StatisticSender:
         for future in futures:
             future.result(timeout=timeout_s)
 
+    def close(self) -> None:
+        """Stop the background loop (pending sends from threads are abandoned)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         with self._lock:
             self._tasks.discard(task)

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from worker.consuming import WorkerCounters, run_team
+from worker.consuming import TeamSpec, WorkerCounters, run_team
 from worker.progress import PendingProbe, RateMeter
 from worker.sender import DEFAULT_CHANNEL
 
@@ -93,9 +93,8 @@ class Command(BaseCommand):
         self.stdout.flush()
         reporter = asyncio.create_task(self._report(counters, probe, stop, progress_interval_s))
         try:
-            await run_team(
-                layer, channel, team=team, consumers=consumers, stop=stop, counters=counters
-            )
+            spec = TeamSpec(channel=channel, team=team, consumers=consumers)
+            await run_team(layer, spec, stop=stop, counters=counters)
         finally:
             stop.set()
             await reporter

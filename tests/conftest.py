@@ -18,6 +18,8 @@ import redis.asyncio
 
 from devtools.redis_servers import RedisServer
 
+pytest_plugins = ["tests.topologies"]
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 

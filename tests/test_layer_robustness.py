@@ -1,0 +1,327 @@
+"""Robustness: several event loops, cancelled receives, long idle, a Redis restart."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from layer_helpers import (
+    LayerFactory,
+    close_layer,
+    layer_class,
+    numbered,
+    receive_within,
+    receives_nothing,
+)
+
+from devtools.redis_servers import RedisServer
+from streams_layer.exceptions import StreamsLayerError
+
+# What a caller may see while Redis is away: the layer's own errors or the
+# builtin ConnectionError (which LayerConnectionError also is).
+TYPED_ERRORS = (StreamsLayerError, ConnectionError)
+
+
+@pytest.fixture
+async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
+    factory = LayerFactory([redis_url], prefix)
+    yield factory
+    await factory.aclose()
+
+
+# -- several event loops ----------------------------------------------------------------
+
+
+def test_one_layer_serves_several_event_loops_in_turn_via_async_to_sync(
+    redis_url: str, prefix: str
+) -> None:
+    layer = layer_class()(hosts=[redis_url], prefix=prefix)
+    try:
+        channel = async_to_sync(layer.new_channel)()
+        for round_no in range(4):
+            # Every async_to_sync call from a plain thread runs in a new loop.
+            async_to_sync(layer.send)("loops.normal", {"type": "x", "n": round_no})
+            async_to_sync(layer.send)(channel, {"type": "x", "n": round_no})
+            normal = async_to_sync(receive_within)(layer, "loops.normal")
+            specific = async_to_sync(receive_within)(layer, channel)
+            assert normal["n"] == round_no
+            assert specific["n"] == round_no
+            async_to_sync(layer.group_add)("loops-group", channel)
+            async_to_sync(layer.group_send)("loops-group", {"type": "g", "n": round_no})
+            assert async_to_sync(receive_within)(layer, channel)["n"] == round_no
+    finally:
+        async_to_sync(layer.close_pools)()
+
+
+def _run_in_thread(coroutine_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run ``coroutine_fn()`` with ``asyncio.run`` in a new thread and return its result."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = asyncio.run(coroutine_fn())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the event loop thread hung"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_one_layer_serves_event_loops_of_several_threads_in_turn(
+    redis_url: str, prefix: str
+) -> None:
+    layer = layer_class()(hosts=[redis_url], prefix=prefix)
+    try:
+        channel: str = _run_in_thread(layer.new_channel)
+
+        async def first_loop() -> int:
+            for message in numbered(3):
+                await layer.send(channel, message)
+                await layer.send("threads.normal", message)
+            # Receive one of each; the rest may already sit in local buffers.
+            await receive_within(layer, "threads.normal")
+            return int((await receive_within(layer, channel))["n"])
+
+        async def second_loop() -> list[int]:
+            got = [(await receive_within(layer, channel))["n"] for _ in range(2)]
+            got += [(await receive_within(layer, "threads.normal"))["n"] for _ in range(2)]
+            return got
+
+        assert _run_in_thread(first_loop) == 0
+        # The first loop is closed now; what it had read ahead must not be lost.
+        assert _run_in_thread(second_loop) == [1, 2, 1, 2]
+    finally:
+        _run_in_thread(layer.close_pools)
+
+
+async def test_layer_built_outside_a_loop_works_in_this_loop(
+    make_layer: LayerFactory,
+) -> None:
+    layer = await asyncio.to_thread(make_layer)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "x"})
+    assert await receive_within(layer, channel) == {"type": "x"}
+
+
+# -- cancellation -------------------------------------------------------------------------
+
+
+async def _receive_with_cancellations(
+    layer: Any, channel: str, count: int, rng: random.Random
+) -> list[int]:
+    """Receive until ``count`` messages arrived, cancelling most attempts midway."""
+    got: list[int] = []
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(got) < count and asyncio.get_running_loop().time() < deadline:
+        task = asyncio.ensure_future(layer.receive(channel))
+        # Zero lets the task start and stop at its first await; the others
+        # cancel it while it blocks in Redis or waits on a buffer.
+        await asyncio.sleep(rng.choice([0, 0, 0.001, 0.003, 0.01]))
+        if task.done():
+            got.append(int(task.result()["n"]))
+            continue
+        task.cancel()
+        try:
+            message = await task
+        except asyncio.CancelledError:
+            continue
+        # Cancelled too late: the receive completed and its result counts.
+        got.append(int(message["n"]))
+    return got
+
+
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_cancelled_receives_lose_and_duplicate_nothing(
+    make_layer: LayerFactory, kind: str
+) -> None:
+    count = 300
+    owner, sender = make_layer(capacity=count + 10), make_layer(capacity=count + 10)
+    channel = await owner.new_channel() if kind == "specific" else "cancel.normal"
+    rng = random.Random(1234)
+
+    async def send_all() -> None:
+        for message in numbered(count):
+            await sender.send(channel, message)
+            if message["n"] % 10 == 0:
+                await asyncio.sleep(0.002)
+
+    receiving = asyncio.ensure_future(_receive_with_cancellations(owner, channel, count, rng))
+    await send_all()
+    got = await receiving
+    assert len(got) == len(set(got)), "a message was delivered twice"
+    missing = sorted(set(range(count)) - set(got))
+    assert missing == [], f"{len(missing)} messages lost, first {missing[:10]}"
+    assert got == list(range(count)), "messages arrived out of order"
+    assert await receives_nothing(owner, channel, 0.3)
+
+
+async def test_wait_for_timeouts_on_receive_lose_nothing(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel()
+    for _ in range(20):
+        assert await receives_nothing(layer, channel, 0.01)
+    await layer.send(channel, {"type": "x", "n": 1})
+    await layer.send("timeouts.normal", {"type": "x", "n": 2})
+    assert (await receive_within(layer, channel))["n"] == 1
+    assert (await receive_within(layer, "timeouts.normal"))["n"] == 2
+
+
+# -- long idle ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_receive_idle_longer_than_socket_timeout_still_gets_next_message(
+    make_layer: LayerFactory, kind: str
+) -> None:
+    # redis-py's default socket timeout is 5 s; an idle blocking read must not trip it.
+    owner, sender = make_layer(), make_layer()
+    channel = await owner.new_channel() if kind == "specific" else "idle.normal"
+    waiting = asyncio.ensure_future(owner.receive(channel))
+    await asyncio.sleep(7)
+    assert not waiting.done(), f"receive() ended while idle: {waiting!r}"
+    await sender.send(channel, {"type": "x", "n": "after idle"})
+    assert (await asyncio.wait_for(waiting, 3))["n"] == "after idle"
+
+
+# -- Redis restart ------------------------------------------------------------------------
+
+
+async def _until_works(operation: Callable[[], Coroutine[Any, Any, Any]], limit_s: float) -> Any:
+    """Retry ``operation`` on typed errors until it succeeds or ``limit_s`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while True:
+        try:
+            return await asyncio.wait_for(operation(), 3)
+        except TYPED_ERRORS:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def _poll(condition: Callable[[], bool], limit_s: float) -> None:
+    """Return as soon as ``condition()`` holds, or after ``limit_s``."""
+    for _ in range(int(limit_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_layer_reconnects_after_redis_restart_mid_traffic(
+    own_redis: RedisServer, prefix: str, kind: str
+) -> None:
+    factory = LayerFactory([own_redis.url], prefix)
+    try:
+        owner, sender = factory(), factory()
+        channel = await owner.new_channel() if kind == "specific" else "restart.normal"
+        errors: list[BaseException] = []
+        received: list[int] = []
+        stop = asyncio.Event()
+
+        async def keep_receiving() -> None:
+            while not stop.is_set():
+                try:
+                    message = await asyncio.wait_for(owner.receive(channel), 0.5)
+                except TimeoutError:
+                    continue
+                except TYPED_ERRORS as exc:
+                    errors.append(exc)
+                    await asyncio.sleep(0.05)
+                    continue
+                received.append(int(message["n"]))
+
+        async def keep_sending(first: int, last: int) -> None:
+            for n in range(first, last):
+                try:
+                    await asyncio.wait_for(sender.send(channel, {"type": "x", "n": n}), 3)
+                except TYPED_ERRORS as exc:
+                    errors.append(exc)
+                await asyncio.sleep(0.005)
+
+        receiver = asyncio.ensure_future(keep_receiving())
+        await keep_sending(0, 50)
+        sending = asyncio.ensure_future(keep_sending(50, 150))
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(own_redis.restart)
+        await sending
+        # After the restart the layer must recover by itself.
+        await _until_works(lambda: sender.send(channel, {"type": "x", "n": 1000}), 10)
+        await _poll(lambda: 1000 in received, 10)
+        assert 1000 in received, "no message arrived after the restart"
+        # And from now on, everything sent is received, in order.
+        mark = len(received)
+        for n in range(2000, 2050):
+            await sender.send(channel, {"type": "x", "n": n})
+        await _poll(lambda: len(received) >= mark + 50, 5)
+        stop.set()
+        await receiver
+        assert received[mark:] == list(range(2000, 2050))
+        assert len(received) == len(set(received)), "a message was delivered twice"
+        untyped = [e for e in errors if not isinstance(e, TYPED_ERRORS)]
+        assert untyped == []
+    finally:
+        await factory.aclose()
+
+
+async def test_groups_work_again_after_redis_restart(own_redis: RedisServer, prefix: str) -> None:
+    factory = LayerFactory([own_redis.url], prefix)
+    try:
+        layer = factory()
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        await layer.group_send("room", {"type": "x", "n": 1})
+        assert (await receive_within(layer, channel))["n"] == 1
+        pending = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(own_redis.restart)
+        # The membership died with the data set; joining again must work.
+        await _until_works(lambda: layer.group_add("room", channel), 10)
+        await layer.group_send("room", {"type": "x", "n": 2})
+        try:
+            message = await asyncio.wait_for(pending, 5)
+        except TYPED_ERRORS:
+            message = await receive_within(layer, channel, 5)
+        assert message["n"] == 2
+    finally:
+        await factory.aclose()
+
+
+async def test_operations_while_redis_is_down_raise_typed_errors(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    factory = LayerFactory([own_redis.url], prefix)
+    try:
+        layer = factory()
+        await layer.send("down", {"type": "x"})
+        assert await receive_within(layer, "down") == {"type": "x"}
+        own_redis.kill()
+        with pytest.raises(TYPED_ERRORS):
+            await asyncio.wait_for(layer.send("down", {"type": "x"}), 30)
+        with pytest.raises(TYPED_ERRORS):
+            await asyncio.wait_for(layer.group_add("g", "down"), 30)
+        own_redis.start()
+        await _until_works(lambda: layer.send("down", {"type": "x", "n": 2}), 10)
+        assert (await receive_within(layer, "down", 5))["n"] == 2
+    finally:
+        await factory.aclose()
+
+
+async def test_close_is_safe_after_redis_died(own_redis: RedisServer, prefix: str) -> None:
+    layer = layer_class()(hosts=[own_redis.url], prefix=prefix)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "x"})
+    assert await receive_within(layer, channel) == {"type": "x"}
+    own_redis.kill()
+    await asyncio.wait_for(close_layer(layer), 10)

@@ -1,0 +1,46 @@
+"""The benchmark still runs, and streams_layer loses and duplicates nothing in it.
+
+Runs ``python -m bench --smoke`` as a subprocess (it starts its own Redis)
+and reads the JSON it writes. Timings are not asserted: benchmarks are not
+timed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_TIMEOUT_S = 110
+EXPECTED_SCENARIOS = {
+    "p2p-2proc", "p2p-1proc", "concurrent-32", "worker-K1", "worker-K2", "fanout-M10",
+    "fanout-M100", "burst-M20", "pingpong", "backlog-memory", "backlog-expiry",
+}
+
+
+def test_bench_smoke_has_no_lost_or_duplicated_streams_messages(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    document = json.loads(out.read_text())
+    streams = [row for row in document["summary"] if row["layer"] == "streams"]
+    assert {row["scenario"] for row in streams} >= EXPECTED_SCENARIOS
+    bad: list[dict[str, Any]] = [
+        row for row in streams if row["lost"] or row["duplicated"] or row["errors"]
+    ]
+    assert bad == []
+    delivered = [row for row in streams if row["metric"] != "keys left after expiry + 5 s"]
+    assert all(row["median"] is not None for row in delivered), delivered
+    assert all(row["expected"] > 0 for row in streams)
+    expiry = next(row for row in streams if row["scenario"] == "backlog-expiry")
+    assert expiry["median"] == 0

@@ -320,7 +320,7 @@ class RedisServer:
             # Coming back on the port already handed out to clients.
             self._start_on_known_port(binary, self._port)
         elif self._requested_port is not None:
-            self._start_on_known_port(binary, self._requested_port)
+            self._launch(binary, self._requested_port)
         else:
             self._start_on_free_port(binary)
         _live_servers.add(self)
@@ -428,7 +428,6 @@ class RedisServer:
                     raise
                 logger.debug("port %d was taken before redis-server bound it: %s", port, exc)
             else:
-                self._port = port
                 return
 
     def _start_on_known_port(self, binary: str, port: int) -> None:
@@ -440,10 +439,10 @@ class RedisServer:
                     raise
                 time.sleep(RESTART_RETRY_DELAY_S)
             else:
-                self._port = port
                 return
 
     def _launch(self, binary: str, port: int) -> None:
+        """Run redis-server on ``port`` and wait for it; on failure the port is not kept."""
         directory = self._require_dir()
         logfile = directory / "redis.log"
         # Start from an empty log so that failures show this attempt's lines only.
@@ -475,13 +474,13 @@ class RedisServer:
                 stderr=subprocess.STDOUT,
                 cwd=directory,
             )
-        self._port = port
+        previous_port, self._port = self._port, port
         self._paused = False
         try:
             self.wait_ready()
         except RedisServerStartError:
             self.kill()
-            self._port = None
+            self._port = previous_port
             raise
 
     def _answered_by_own_process(self, pid: int) -> bool:

@@ -15,6 +15,7 @@ from devtools.redis_servers import (
     RedisServer,
     RedisServerNotFoundError,
     RedisServerStartError,
+    ensure_redis,
     find_redis_server,
 )
 
@@ -154,3 +155,46 @@ def test_bad_redis_server_env_is_reported(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("REDIS_SERVER", "/nonexistent/redis-server")
     with pytest.raises(RedisServerNotFoundError, match="apt-get install redis-server"):
         find_redis_server()
+
+
+def test_port_held_by_another_server_is_refused_and_left_alone(redis_server: RedisServer) -> None:
+    intruder = RedisServer(port=redis_server.port)
+    with pytest.raises(RedisServerStartError, match="Address already in use"):
+        intruder.start()
+    assert intruder.pid is None
+    assert redis_server.ping()
+    intruder.stop()
+
+
+def test_password_protected_server_starts(prefix: str) -> None:
+    with RedisServer(extra_args=("--requirepass", "s3cret")) as server:
+        client = redis.Redis(host=server.host, port=server.port, password="s3cret")
+        try:
+            assert client.set(prefix, "v") is True
+            assert client.info("server")["process_id"] == server.pid
+        finally:
+            client.close()
+
+
+def test_ensure_redis_uses_reachable_redis_url(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert ensure_redis() == (redis_url, None)
+
+
+def test_ensure_redis_starts_a_server_when_redis_url_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dead = RedisServer().start()
+    dead_url = dead.url
+    dead.stop()
+    monkeypatch.setenv("REDIS_URL", dead_url)
+    url, server = ensure_redis()
+    try:
+        assert server is not None
+        assert url == server.url
+        assert server.ping()
+    finally:
+        if server is not None:
+            server.stop()

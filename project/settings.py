@@ -83,6 +83,8 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             "hosts": [REDIS_URL],
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
+            # The worker may fall behind a burst of requests; let statistics queue up.
+            "channel_capacity": {"statistic": 10_000},
         },
     }
 }

@@ -82,6 +82,6 @@ class StatisticsMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         """Answer ``request`` asynchronously, then report it."""
-        response = await self.get_response(request)  # type: ignore[misc]
+        response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
         get_sender().submit(request_message(request, response))
         return response

@@ -97,6 +97,9 @@ class StatisticSender:
         self._thread_futures: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        # Layers used on the background loop, closed there by close().
+        self._background_layers: list[Any] = []
 
     def in_flight(self) -> int:
         """How many sends are pending."""
@@ -129,6 +132,9 @@ class StatisticSender:
         if layer is None:
             self.failures.record("no channel layer configured")
             return
+        on_background_loop = self._loop is not None and asyncio.get_running_loop() is self._loop
+        if on_background_loop and not any(known is layer for known in self._background_layers):
+            self._background_layers.append(layer)
         try:
             await asyncio.wait_for(layer.send(self.channel, message), self.timeout_s)
         except SEND_ERRORS as exc:
@@ -148,12 +154,33 @@ class StatisticSender:
         for future in futures:
             future.result(timeout=timeout_s)
 
-    def close(self) -> None:
-        """Stop the background loop (pending sends from threads are abandoned)."""
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the background loop, closing the layer connections it opened."""
         with self._lock:
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        closing = asyncio.run_coroutine_threadsafe(self._close_background_layers(), loop)
+        try:
+            closing.result(timeout=timeout_s)
+        except SEND_ERRORS as exc:
+            logger.debug("closing the statistics layer failed: %s", exc)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s)
+        with self._lock:
+            self._loop = self._thread = None
+        if not thread.is_alive():
+            loop.close()
+
+    async def _close_background_layers(self) -> None:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.timeout_s * 2)
+        layers, self._background_layers = self._background_layers, []
+        for layer in layers:
+            close = getattr(layer, "close", None)
+            if close is not None:
+                await close()
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         with self._lock:
@@ -167,9 +194,9 @@ class StatisticSender:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                thread = threading.Thread(
+                self._thread = threading.Thread(
                     target=self._loop.run_forever, name="statistic-sender", daemon=True
                 )
-                thread.start()
+                self._thread.start()
             loop = self._loop
         return asyncio.run_coroutine_threadsafe(coro, loop)

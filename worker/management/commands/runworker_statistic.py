@@ -67,12 +67,14 @@ class Command(BaseCommand):
         )
 
     def _layer_config(self) -> tuple[str, dict[str, Any]]:
+        layers: dict[str, Any] = getattr(settings, "CHANNEL_LAYERS", {})
         try:
-            entry = settings.CHANNEL_LAYERS["default"]
+            entry: dict[str, Any] = layers["default"]
         except (AttributeError, KeyError) as exc:
             msg = "settings.CHANNEL_LAYERS has no 'default' layer"
             raise CommandError(msg) from exc
-        return str(entry["BACKEND"]), dict(entry.get("CONFIG", {}))
+        config: dict[str, Any] = dict(entry.get("CONFIG", {}))
+        return str(entry["BACKEND"]), config
 
     async def _run(
         self, *, channel: str, team: str, consumers: int, progress_interval_s: float

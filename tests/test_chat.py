@@ -1,0 +1,360 @@
+"""The chat: room pages, and the websocket consumer on the real layer and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from chat.protocol import StreamId, parse_client_frame
+from chat.ratelimit import TokenBucket
+from project.asgi import application
+
+ORIGIN = b"http://127.0.0.1"
+FRAME_TIMEOUT_S = 5.0
+QUIET_S = 0.3
+
+
+def layer_settings(redis_url: str, prefix: str, **config: Any) -> dict[str, Any]:
+    """CHANNEL_LAYERS pointing at the test's Redis under the test's prefix."""
+    return {
+        "default": {
+            "BACKEND": "streams_layer.RedisStreamsChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": prefix, **config},
+        }
+    }
+
+
+@pytest.fixture
+def chat_settings(settings: SettingsWrapper, redis_url: str, prefix: str) -> SettingsWrapper:
+    """The real layer on the session's Redis; a generous rate limit unless a test lowers it."""
+    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix)
+    settings.CHAT_RATE_LIMIT_PER_SECOND = 1000.0
+    settings.CHAT_RATE_LIMIT_BURST = 1000
+    return settings
+
+
+@pytest.fixture
+async def closing_layer(chat_settings: SettingsWrapper) -> AsyncIterator[None]:
+    """Close the test's layer (and its connections) before the event loop goes away."""
+    yield
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.close()
+
+
+class Member:
+    """A websocket client in a room, collecting what it receives."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.ws = communicator
+
+    async def say(self, text: str) -> None:
+        await self.ws.send_to(text_data=json.dumps({"message": text}))
+
+    async def frame(self) -> dict[str, Any]:
+        data = await self.ws.receive_json_from(timeout=FRAME_TIMEOUT_S)
+        assert isinstance(data, dict)
+        return data
+
+    async def frames(self, count: int) -> list[dict[str, Any]]:
+        return [await self.frame() for _ in range(count)]
+
+    async def messages_until(self, wanted: int) -> list[dict[str, Any]]:
+        """Chat message frames until ``wanted`` of them arrived, failing on anything else."""
+        received: list[dict[str, Any]] = []
+        while len(received) < wanted:
+            frame = await self.frame()
+            assert "message" in frame, frame
+            received.append(frame)
+        return received
+
+    async def assert_quiet(self) -> None:
+        assert await self.ws.receive_nothing(timeout=QUIET_S), "unexpected frame"
+
+    async def leave(self) -> None:
+        await self.ws.disconnect()
+
+
+async def join(room: str, *, after: str | None = None, origin: bytes | None = ORIGIN) -> Member:
+    path = f"/ws/{room}/" + (f"?after={after}" if after is not None else "")
+    headers = [(b"origin", origin)] if origin is not None else []
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=FRAME_TIMEOUT_S)
+    assert connected, f"could not connect to {path}"
+    return Member(communicator)
+
+
+async def say_and_collect(speaker: Member, texts: list[str]) -> list[dict[str, Any]]:
+    """``speaker`` says each text and receives its own copy; returns those frames."""
+    frames = []
+    for text in texts:
+        await speaker.say(text)
+        frames.extend(await speaker.messages_until(1))
+    return frames
+
+
+# -- pure units -----------------------------------------------------------------
+
+
+def test_stream_ids_compare_as_numbers_not_strings() -> None:
+    assert StreamId.parse("10-0") > StreamId.parse("9-5")
+    assert StreamId.parse("9-10") > StreamId.parse("9-9")
+    assert str(StreamId.parse("1718000000000-3")) == "1718000000000-3"
+
+
+@pytest.mark.parametrize("text", ["", "12", "a-1", "1-", "-1", "1-2-3", "1 -2"])
+def test_stream_id_rejects_malformed_text(text: str) -> None:
+    with pytest.raises(ValueError, match="stream ID"):
+        StreamId.parse(text)
+
+
+def test_token_bucket_allows_burst_then_refills_at_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate_per_s=2.0, burst=3, clock=lambda: now[0])
+    assert [bucket.try_acquire() for _ in range(4)] == [True, True, True, False]
+    now[0] += 0.5  # one token at 2/s
+    assert [bucket.try_acquire() for _ in range(2)] == [True, False]
+    now[0] += 100.0  # refills up to the burst only
+    assert sum(bucket.try_acquire() for _ in range(10)) == 3
+
+
+def test_message_limit_counts_utf8_bytes() -> None:
+    assert parse_client_frame(json.dumps({"message": "é" * 5}), max_message_bytes=10) == "é" * 5
+    with pytest.raises(ValueError, match="over the limit"):
+        parse_client_frame(json.dumps({"message": "é" * 6}), max_message_bytes=10)
+
+
+# -- room pages -----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("chat_settings")
+def test_room_page_has_log_input_and_submit() -> None:
+    response = Client().get("/lobby-1.a_b/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    for element_id in ('id="log"', 'id="input"', 'id="submit"'):
+        assert element_id in html
+    assert "lobby-1.a_b" in html
+
+
+@pytest.mark.usefixtures("chat_settings")
+@pytest.mark.parametrize(
+    "path", ["/a%20b/", "/<script>/", "/" + "a" * 81 + "/", "/caf%C3%A9/", "/a/b/", "/a%22/"]
+)
+def test_invalid_room_names_are_not_found(path: str) -> None:
+    assert Client().get(path).status_code == 404
+
+
+@pytest.mark.usefixtures("chat_settings")
+def test_longest_room_name_is_accepted() -> None:
+    assert Client().get("/" + "a" * 80 + "/").status_code == 200
+
+
+# -- the consumer on the real layer ------------------------------------------------
+
+
+@pytest.mark.usefixtures("closing_layer")
+async def test_two_clients_in_one_room_both_receive_each_message() -> None:
+    alice, bob = await join("room1"), await join("room1")
+    await alice.say("hello")
+    (to_alice,) = await alice.messages_until(1)
+    (to_bob,) = await bob.messages_until(1)
+    assert to_alice == to_bob
+    assert to_alice["message"] == "hello"
+    StreamId.parse(to_alice["id"])
+    assert to_alice["time"].endswith("Z")
+    await bob.say("hi alice")
+    assert (await alice.messages_until(1))[0]["message"] == "hi alice"
+    await alice.assert_quiet()
+    await alice.leave()
+    await bob.leave()
+
+
+@pytest.mark.usefixtures("closing_layer")
+async def test_two_rooms_are_isolated() -> None:
+    alice, bob = await join("room-a"), await join("room-b")
+    await alice.say("only for room a")
+    assert (await alice.messages_until(1))[0]["message"] == "only for room a"
+    await bob.assert_quiet()
+    await alice.leave()
+    await bob.leave()
+
+
+@pytest.mark.usefixtures("closing_layer")
+async def test_joining_client_receives_recent_history_in_order() -> None:
+    alice = await join("history")
+    sent = await say_and_collect(alice, ["one", "two", "three"])
+    carol = await join("history")
+    received = await carol.messages_until(3)
+    assert received == sent
+    await carol.assert_quiet()
+    await alice.leave()
+    await carol.leave()
+
+
+@pytest.mark.usefixtures("closing_layer")
+async def test_history_on_join_is_the_last_fifty() -> None:
+    alice = await join("long")
+    sent = await say_and_collect(alice, [f"m{n}" for n in range(55)])
+    carol = await join("long")
+    received = await carol.messages_until(50)
+    assert [frame["message"] for frame in received] == [f"m{n}" for n in range(5, 55)]
+    assert received == sent[5:]
+    await carol.assert_quiet()
+    await alice.leave()
+    await carol.leave()
+
+
+@pytest.mark.usefixtures("closing_layer")
+async def test_reconnecting_client_receives_exactly_the_missed_messages() -> None:
+    alice, bob = await join("resume"), await join("resume")
+    seen = await say_and_collect(alice, ["a", "b"])
+    assert await bob.messages_until(2) == seen
+    await bob.leave()
+    missed = await say_and_collect(alice, ["c", "d", "e"])
+    bob = await join("resume", after=seen[-1]["id"])
+    assert await bob.messages_until(3) == missed
+    await bob.assert_quiet()
+    await alice.say("f")
+    (live,) = await bob.messages_until(1)
+    assert live["message"] == "f"
+    await bob.assert_quiet()
+    await alice.leave()
+    await bob.leave()
+
+
+@pytest.mark.usefixtures("closing_layer")
+async def test_resume_while_messages_keep_arriving_skips_none_and_repeats_none() -> None:
+    alice = await join("busy")
+    first = await say_and_collect(alice, ["before"])
+    total = 30
+
+    async def keep_talking() -> None:
+        for number in range(total):
+            await alice.say(f"n{number}")
+            await asyncio.sleep(0.005)
+
+    talking = asyncio.create_task(keep_talking())
+    await asyncio.sleep(0.03)  # reconnect in the middle of the stream of messages
+    bob = await join("busy", after=first[0]["id"])
+    received = await bob.messages_until(total)
+    await talking
+    assert [frame["message"] for frame in received] == [f"n{n}" for n in range(total)]
+    ids = [StreamId.parse(frame["id"]) for frame in received]
+    assert ids == sorted(set(ids))
+    await bob.assert_quiet()
+    await alice.leave()
+    await bob.leave()
+
+
+async def test_resume_beyond_the_history_window_reports_a_gap(
+    settings: SettingsWrapper, redis_url: str, prefix: str
+) -> None:
+    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix, history_size=5)
+    settings.CHAT_RATE_LIMIT_BURST = 100
+    try:
+        alice = await join("gap")
+        sent = await say_and_collect(alice, [f"g{n}" for n in range(10)])
+        bob = await join("gap", after=sent[0]["id"])
+        gap = await bob.frame()
+        assert gap.get("gap") is True
+        assert "error" in gap
+        assert await bob.messages_until(5) == sent[5:]
+        await bob.assert_quiet()
+        await alice.leave()
+        await bob.leave()
+    finally:
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.close()
+
+
+@pytest.mark.usefixtures("closing_layer")
+async def test_invalid_after_is_reported_and_recent_history_sent() -> None:
+    alice = await join("badafter")
+    sent = await say_and_collect(alice, ["x"])
+    bob = await join("badafter", after="yesterday")
+    notice = await bob.frame()
+    assert "error" in notice
+    assert await bob.messages_until(1) == sent
+    await alice.leave()
+    await bob.leave()
+
+
+BAD_FRAMES: list[tuple[str, dict[str, Any]]] = [
+    ("invalid json", {"text_data": "{not json"}),
+    ("missing message", {"text_data": json.dumps({"text": "hi"})}),
+    ("non-string message", {"text_data": json.dumps({"message": 42})}),
+    ("null message", {"text_data": json.dumps({"message": None})}),
+    ("list instead of object", {"text_data": json.dumps(["hi"])}),
+    ("empty message", {"text_data": json.dumps({"message": "   "})}),
+    ("message over 4 KB", {"text_data": json.dumps({"message": "x" * 4097})}),
+    ("huge frame", {"text_data": "x" * 100_000}),
+    ("binary frame", {"bytes_data": b'{"message": "hi"}'}),
+]
+
+
+@pytest.mark.usefixtures("closing_layer")
+@pytest.mark.parametrize(("case", "frame"), BAD_FRAMES, ids=[case for case, _ in BAD_FRAMES])
+async def test_bad_input_gets_an_error_frame_and_the_connection_stays_open(
+    case: str, frame: dict[str, Any]
+) -> None:
+    alice, bob = await join("strict"), await join("strict")
+    await alice.ws.send_to(**frame)
+    reply = await alice.frame()
+    assert set(reply) == {"error"}, case
+    assert isinstance(reply["error"], str)
+    await bob.assert_quiet()
+    await alice.say("x" * 4096)  # the limit itself is allowed
+    assert len((await bob.messages_until(1))[0]["message"]) == 4096
+    await alice.leave()
+    await bob.leave()
+
+
+async def test_rate_limit_refuses_a_flood(
+    settings: SettingsWrapper, redis_url: str, prefix: str
+) -> None:
+    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix)
+    settings.CHAT_RATE_LIMIT_PER_SECOND = 0.1
+    settings.CHAT_RATE_LIMIT_BURST = 3
+    try:
+        alice, bob = await join("flood"), await join("flood")
+        for number in range(8):
+            await alice.say(f"spam {number}")
+        frames = await alice.frames(8)
+        errors = [frame for frame in frames if "error" in frame]
+        messages = [frame for frame in frames if "message" in frame]
+        assert len(errors) == 5
+        assert all("rate limit" in frame["error"] for frame in errors)
+        assert [frame["message"] for frame in messages] == ["spam 0", "spam 1", "spam 2"]
+        assert [f["message"] for f in await bob.messages_until(3)] == ["spam 0", "spam 1", "spam 2"]
+        await bob.assert_quiet()
+        # Another connection has its own bucket.
+        await bob.say("still allowed")
+        assert (await alice.messages_until(1))[0]["message"] == "still allowed"
+        await alice.leave()
+        await bob.leave()
+    finally:
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.close()
+
+
+@pytest.mark.usefixtures("closing_layer")
+@pytest.mark.parametrize(
+    "origin", [b"http://evil.example", b"http://127.0.0.1.evil.example", None], ids=str
+)
+async def test_websocket_from_foreign_or_missing_origin_is_rejected(origin: bytes | None) -> None:
+    headers = [(b"origin", origin)] if origin is not None else []
+    communicator = WebsocketCommunicator(application, "/ws/lobby/", headers=headers)
+    connected, _ = await communicator.connect(timeout=FRAME_TIMEOUT_S)
+    assert not connected
+    await communicator.disconnect()

@@ -1,0 +1,221 @@
+"""Redis clients for the layer: standalone, Sentinel, Cluster, and shards.
+
+One :class:`ShardSet` per event loop (redis-py's asyncio clients belong to the
+loop that created them). Non-blocking commands go through a
+:class:`CommandBatcher`, which sends every command issued in the same loop
+iteration in one pipelined round trip; blocking reads take their own
+connection from the pool, so they never hold one that sends need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from channels_redis.utils import create_pool
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .config import DEFAULT_SOCKET_TIMEOUT_S
+from .exceptions import LayerConnectionError, RedisCommandError
+from .scripts import BY_SHA, Script
+
+logger = logging.getLogger(__name__)
+
+Client = aioredis.Redis | RedisCluster
+CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
+NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def is_cluster(host: dict[str, Any]) -> bool:
+    """Whether a decoded host entry asks for Redis Cluster."""
+    address = host.get("address")
+    return bool(host.get("cluster")) or (
+        isinstance(address, str) and address.startswith(tuple(CLUSTER_SCHEMES))
+    )
+
+
+def make_client(host: dict[str, Any]) -> Client:
+    """Build a redis-py asyncio client for one decoded ``hosts`` entry.
+
+    No network I/O happens here; connections open on first use.
+    """
+    kwargs = dict(host)
+    kwargs.pop("cluster", None)
+    kwargs.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT_S)
+    if is_cluster(host):
+        address = str(kwargs.pop("address"))
+        for scheme, plain in CLUSTER_SCHEMES.items():
+            if address.startswith(scheme):
+                address = plain + address[len(scheme) :]
+        return RedisCluster.from_url(address, **kwargs)
+    if "address" in kwargs:
+        address = kwargs.pop("address")
+        return aioredis.Redis.from_url(address, **kwargs)
+    if "master_name" in kwargs:
+        return aioredis.Redis(connection_pool=create_pool(kwargs))
+    return aioredis.Redis(**kwargs)
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Map a redis-py exception onto the layer's exception tree."""
+    if isinstance(exc, NETWORK_ERRORS):
+        error: BaseException = LayerConnectionError(f"Redis unreachable: {exc}")
+    elif isinstance(exc, ResponseError):
+        error = RedisCommandError(f"Redis refused the command: {exc}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+class CommandBatcher:
+    """Coalesces the commands of one event loop into pipelined round trips.
+
+    The first command of a quiet period is sent at once; commands issued while
+    a round trip is in flight wait for it and then go together in the next
+    one. A script unknown to the server (after a restart or failover) is sent
+    again in full with EVAL.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._running = False
+        # Held so the drain task is not garbage-collected while it runs.
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, *args: Any) -> asyncio.Future[Any]:
+        """Queue one command (``"EVALSHA", sha, numkeys, ...`` or any other).
+
+        Returns a future for its reply; errors arrive translated (see
+        :func:`translate`). Must be called from the batcher's event loop.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((args, future))
+        if not self._running:
+            self._running = True
+            self._task = loop.create_task(self._drain())
+        return future
+
+    async def call(self, *args: Any) -> Any:
+        """Run one command and return its reply."""
+        return await self.submit(*args)
+
+    def script(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
+        """Queue a Lua script call by SHA; returns a future for its reply."""
+        return self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._run(batch)
+        finally:
+            self._running = False
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._execute([args for args, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(translate(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(translate(result))
+            else:
+                future.set_result(result)
+
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        results = await self._send(commands)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            logger.debug("reloading %d scripts after NOSCRIPT", len(missing))
+            retried = await self._send([_as_eval(commands[i]) for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        return results
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1:
+            try:
+                return [await self._client.execute_command(*commands[0])]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self._client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+def _as_eval(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    if args and args[0] == "EVALSHA":
+        return ("EVAL", BY_SHA[args[1]].source, *args[2:])
+    return args
+
+
+class ServerClock:
+    """Redis's time as seen from here, so expiry follows the server's clock.
+
+    Stream IDs carry the server's milliseconds; comparing them with the local
+    clock would let a skewed host deliver expired messages.
+    """
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def observe(self, server_ms: int) -> None:
+        """Record a server timestamp read just now."""
+        self.offset_s = server_ms / 1000 - time.time()
+
+    def now(self) -> float:
+        """The server's current time in seconds."""
+        return time.time() + self.offset_s
+
+    def to_local(self, server_s: float) -> float:
+        """A server time as a local ``time.time()`` value."""
+        return server_s - self.offset_s
+
+
+class ShardSet:
+    """The clients of one event loop: one per ``hosts`` entry, keys routed by hash tag."""
+
+    def __init__(self, hosts: Sequence[dict[str, Any]]) -> None:
+        self.clients: list[Client] = [make_client(h) for h in hosts]
+        self.batchers = [CommandBatcher(c) for c in self.clients]
+
+    def index(self, tag: str) -> int:
+        """Stable shard number of a hash tag (CRC32, as channels_redis does)."""
+        if len(self.clients) == 1:
+            return 0
+        return zlib.crc32(tag.encode()) % len(self.clients)
+
+    def client(self, tag: str) -> Client:
+        return self.clients[self.index(tag)]
+
+    def batcher(self, tag: str) -> CommandBatcher:
+        return self.batchers[self.index(tag)]
+
+    async def aclose(self) -> None:
+        """Close every client, ignoring a server that has gone away."""
+        for client in self.clients:
+            try:
+                await client.aclose()
+            except NETWORK_ERRORS as exc:
+                logger.debug("closing a client failed: %r", exc)

@@ -1,0 +1,53 @@
+"""Group history: a bounded stream of a group's recorded messages.
+
+The extension behind chat history and resume: ``group_send_recorded`` stores
+a message before fanning it out, and ``group_history`` reads what a member
+missed. IDs are stream IDs (``"<ms>-<seq>"``), increasing in send order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .serializers import Message
+
+HISTORY_ID_KEY = "history_id"
+MAX_HISTORY_LIMIT = 1000
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+@dataclass(frozen=True)
+class GroupHistory:
+    """Recorded messages of a group, oldest first.
+
+    ``complete`` is False when messages after the requested ID were already
+    trimmed from the history, so the list has a gap at its start.
+    """
+
+    messages: list[Message] = field(default_factory=list)
+    complete: bool = True
+
+
+def parse_stream_id(value: Any) -> tuple[int, int]:
+    """``"<ms>-<seq>"`` as a pair of ints; raises ValueError for anything else."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str) or not _STREAM_ID.match(value):
+        raise ValueError(f"not a stream ID: {value!r}")
+    ms, seq = value.split("-")
+    return int(ms), int(seq)
+
+
+def is_complete(after: str | None, info: Any) -> bool:
+    """Whether nothing after ``after`` was trimmed, from XINFO STREAM's reply."""
+    if after is None or not isinstance(info, dict):
+        return True
+    deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
+    if deleted is not None:
+        return parse_stream_id(deleted) <= parse_stream_id(after)
+    first = info.get("first-entry") or info.get(b"first-entry")
+    if not first:
+        return True
+    return parse_stream_id(first[0]) <= parse_stream_id(after)

@@ -1,0 +1,191 @@
+"""The inbox reader: one task per layer instance and event loop.
+
+Every process-specific channel of a layer instance lives in one stream, its
+inbox, so one blocking ``XREADGROUP`` serves all of them (and on a cluster a
+blocking read never spans slots). The reader demultiplexes entries into
+:class:`~streams_layer.mailbox.Mailboxes` and stops when nobody on its loop
+is receiving.
+
+The inbox's consumer group is read with ``NOACK``: the group's
+last-delivered ID moves atomically with each read, which lets the send script
+tell entries already read (their capacity is given back when ``receive()``
+takes them) from entries still waiting in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from .config import RECONNECT_MAX_S, RECONNECT_MIN_S, SWEEP_INTERVAL_S, LayerConfig
+from .connection import NETWORK_ERRORS, Client, CommandBatcher, ServerClock
+from .exceptions import MalformedEntryError, StreamsLayerError
+from .mailbox import Mailboxes
+from .scripts import STREAM_OPEN
+from .serializers import MessageCodec
+
+logger = logging.getLogger(__name__)
+
+READER_GROUP = "reader"
+READER_CONSUMER = "reader"
+# Error prefixes meaning the stream or its group no longer exists.
+STREAM_GONE = ("NOGROUP", "UNBLOCKED")
+
+
+def stream_gone(exc: BaseException) -> bool:
+    """Whether a read failed because its stream or group no longer exists."""
+    return any(gone in str(exc) for gone in STREAM_GONE)
+
+
+def next_id(entry_id: bytes) -> str:
+    """The smallest stream ID after ``entry_id``."""
+    ms, _, seq = entry_id.decode().partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+def entry_ms(entry_id: bytes) -> int:
+    """Milliseconds part of a stream ID: the server time the entry was added."""
+    return int(entry_id.split(b"-", 1)[0])
+
+
+class InboxReader:
+    """Reads one inbox on one event loop into the shared mailboxes."""
+
+    def __init__(  # noqa: PLR0913 - collaborators, passed once
+        self,
+        *,
+        client: Client,
+        batcher: CommandBatcher,
+        inbox_key: str,
+        config: LayerConfig,
+        codec: MessageCodec,
+        mailboxes: Mailboxes,
+        clock: ServerClock,
+        wanted: Callable[[], bool],
+        on_dropped: Callable[[Counter[str]], None],
+    ) -> None:
+        self._client = client
+        self._batcher = batcher
+        self._key = inbox_key
+        self._config = config
+        self._codec = codec
+        self._mailboxes = mailboxes
+        self._clock = clock
+        self._wanted = wanted
+        self._on_dropped = on_dropped
+        self._task: asyncio.Task[None] | None = None
+        self._read_upto: bytes | None = None
+        self._opened = False
+        self._next_sweep = 0.0
+
+    def ensure_running(self) -> None:
+        """Start the reader task unless it runs."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def reset(self) -> None:
+        """Forget that the stream exists (after ``flush``)."""
+        self._opened = False
+        self._read_upto = None
+
+    async def stop(self) -> None:
+        """Cancel the reader task and wait for it."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        delay = RECONNECT_MIN_S
+        while self._wanted():
+            try:
+                entries = await self._read()
+            except NETWORK_ERRORS as exc:
+                logger.warning("inbox %s: Redis unreachable (%s); retrying", self._key, exc)
+                self._opened = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            except (ResponseError, StreamsLayerError) as exc:
+                # NOGROUP / UNBLOCKED: the inbox expired or was flushed; open it again.
+                if not stream_gone(exc):
+                    logger.error("inbox %s: read failed: %s", self._key, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                self._opened = False
+                continue
+            delay = RECONNECT_MIN_S
+            for entry_id, fields in entries:
+                self._deliver(entry_id, fields)
+                self._read_upto = entry_id
+            self._sweep_if_due()
+        self._mailboxes.wake_all()
+
+    async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        if not self._opened:
+            ttl = self._config.key_ttl_s
+            server_ms = await self._batcher.script(STREAM_OPEN, [self._key], [READER_GROUP, ttl])
+            self._clock.observe(int(server_ms))
+            self._opened = True
+        pipe = self._client.pipeline(transaction=False)
+        if self._read_upto is not None:
+            # Entries already read are gone from Redis one round trip later.
+            pipe.xtrim(self._key, minid=next_id(self._read_upto), approximate=False)
+        pipe.xreadgroup(
+            READER_GROUP,
+            READER_CONSUMER,
+            {self._key: ">"},
+            count=self._config.read_count,
+            block=self._config.block_ms,
+            noack=True,
+        )
+        replies = await pipe.execute()
+        if self._read_upto is not None:
+            self._read_upto = None
+        reply: Any = replies[-1]
+        if not reply:
+            return []
+        return list(reply[0][1])
+
+    def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+        try:
+            channels = _field(fields, b"c").decode().split(",")
+            payload = _field(fields, b"m")
+        except (MalformedEntryError, UnicodeDecodeError) as exc:
+            logger.warning("inbox %s: skipping malformed entry %r: %s", self._key, entry_id, exc)
+            return
+        expires_at = self._clock.to_local((entry_ms(entry_id) + self._config.expiry_ms) / 1000)
+        if expires_at <= time.time():
+            self._on_dropped(Counter(channels))
+            return
+        try:
+            message = self._codec.decode(payload)
+        except MalformedEntryError as exc:
+            logger.warning("inbox %s: skipping entry %r: %s", self._key, entry_id, exc)
+            self._on_dropped(Counter(channels))
+            return
+        for index, channel in enumerate(channels):
+            self._mailboxes.put(channel, message if index == 0 else dict(message), expires_at)
+
+    def _sweep_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL_S
+        dropped: Counter[str] = Counter()
+        self._mailboxes.sweep(dropped)
+        if dropped:
+            self._on_dropped(dropped)
+
+
+def _field(fields: dict[bytes, bytes] | None, name: bytes) -> bytes:
+    value = (fields or {}).get(name)
+    if not isinstance(value, bytes):
+        raise MalformedEntryError(f"entry has no field {name!r}")
+    return value

@@ -1,0 +1,475 @@
+"""``RedisStreamsChannelLayer``: the Channels layer spec on Redis Streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+from channels.layers import BaseChannelLayer
+from redis.asyncio.cluster import RedisCluster
+
+from .channel import ChannelReceiver
+from .config import (
+    DEFAULT_CAPACITY,
+    DEFAULT_EXPIRY_S,
+    DEFAULT_GROUP_EXPIRY_S,
+    DEFAULT_PREFIX,
+    DEFAULT_SERIALIZER_FORMAT,
+    build_config,
+)
+from .connection import NETWORK_ERRORS, ServerClock, ShardSet, translate
+from .exceptions import ChannelFull, InvalidChannelNameError, StreamsLayerError
+from .history import HISTORY_ID_KEY, MAX_HISTORY_LIMIT, GroupHistory, is_complete, parse_stream_id
+from .inbox import InboxReader
+from .keys import KeySpace, client_of, is_specific
+from .mailbox import Mailboxes
+from .scripts import CHAN_SEND, GROUP_ADD, GROUP_MEMBERS, HISTORY_ADD, INBOX_CONSUMED, INBOX_SEND
+from .serializers import Message, MessageCodec
+
+logger = logging.getLogger(__name__)
+
+SCAN_COUNT = 1000
+UNLINK_BATCH = 500
+
+
+class _LoopState:
+    """Everything of one layer instance that belongs to one event loop."""
+
+    def __init__(self, layer: RedisStreamsChannelLayer) -> None:
+        self.shards = ShardSet(layer.config.hosts)
+        self.clock = ServerClock()
+        self.active_receives = 0
+        self.pending_tasks: set[asyncio.Task[Any]] = set()
+        self.consumed_scheduled = False
+        tag = layer.client_id
+        self.reader = InboxReader(
+            client=self.shards.client(tag),
+            batcher=self.shards.batcher(tag),
+            inbox_key=layer.keys.inbox(tag),
+            config=layer.config,
+            codec=layer.codec,
+            mailboxes=layer.mailboxes,
+            clock=self.clock,
+            wanted=lambda: self.active_receives > 0,
+            on_dropped=layer._give_back,
+        )
+        self.channels = ChannelReceiver(
+            shards=self.shards,
+            keys=layer.keys,
+            config=layer.config,
+            codec=layer.codec,
+            consumer=layer.client_id,
+            clock=self.clock,
+        )
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.pending_tasks.add(task)
+        task.add_done_callback(self.pending_tasks.discard)
+
+    async def aclose(self) -> None:
+        await self.reader.stop()
+        if self.pending_tasks:
+            await asyncio.gather(*self.pending_tasks, return_exceptions=True)
+        await self.shards.aclose()
+
+
+class RedisStreamsChannelLayer(BaseChannelLayer):  # type: ignore[misc]
+    """A Channels layer on Redis Streams, CONFIG-compatible with channels_redis.
+
+    Process-specific channels (``new_channel()``) of one instance share one
+    inbox stream read by one task per event loop; normal channels are streams
+    read through a consumer group, so processes receiving from one share its
+    messages. See ``docs/architecture.md`` for the key space and guarantees.
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+
+    def __init__(  # noqa: PLR0913 - channels_redis's CONFIG keys, one argument each
+        self,
+        hosts: Iterable[Any] | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        expiry: int = DEFAULT_EXPIRY_S,
+        group_expiry: int = DEFAULT_GROUP_EXPIRY_S,
+        capacity: int = DEFAULT_CAPACITY,
+        channel_capacity: Mapping[Any, int] | None = None,
+        symmetric_encryption_keys: Iterable[str | bytes] | None = None,
+        serializer_format: str = DEFAULT_SERIALIZER_FORMAT,
+        **options: Any,
+    ) -> None:
+        self.config = build_config(
+            hosts=hosts,
+            prefix=prefix,
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            serializer_format=serializer_format,
+            **options,
+        )
+        super().__init__(expiry=expiry, capacity=capacity)
+        self.channel_capacity = list(self.config.channel_capacity)
+        self.group_expiry = group_expiry
+        self.prefix = prefix
+        self.keys = KeySpace(prefix)
+        self.codec = MessageCodec(
+            serializer_format=self.config.serializer_format,
+            symmetric_encryption_keys=self.config.symmetric_encryption_keys,
+            expiry_s=self.config.expiry_s,
+            max_message_bytes=self.config.max_message_bytes,
+        )
+        self.client_id = uuid.uuid4().hex
+        self.mailboxes = Mailboxes()
+        self._consumed: Counter[str] = Counter()
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # Names -----------------------------------------------------------------
+
+    def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
+        try:
+            return bool(super().require_valid_channel_name(name, receive))
+        except TypeError as exc:
+            raise InvalidChannelNameError(f"{exc} Got {name!r}.") from None
+
+    def require_valid_group_name(self, name: Any) -> bool:
+        try:
+            return bool(super().require_valid_group_name(name))
+        except TypeError as exc:
+            raise InvalidChannelNameError(f"{exc} Got {name!r}.") from None
+
+    # Loop state ------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = _LoopState(self)
+            self._states[loop] = state
+            _close_with_loop(loop, self)
+        return state
+
+    # Channel layer spec ----------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new process-specific channel name, received by this instance."""
+        if not isinstance(prefix, str):
+            raise InvalidChannelNameError(f"channel prefix must be str, got {prefix!r}")
+        name = f"{prefix}.{self.client_id}!{uuid.uuid4().hex}"
+        self.require_valid_channel_name(name)
+        return name
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Queue ``message`` on ``channel``: one round trip.
+
+        Raises :class:`ChannelFull` when ``capacity`` messages are queued,
+        :class:`~streams_layer.exceptions.InvalidMessageError` /
+        :class:`~streams_layer.exceptions.MessageTooLarge` for a bad message,
+        :class:`~streams_layer.exceptions.LayerConnectionError` when Redis is
+        unreachable.
+        """
+        self.require_valid_channel_name(channel)
+        payload = self.codec.encode(message)
+        state = self._state()
+        capacity = self.get_capacity(channel)
+        if is_specific(channel):
+            client = client_of(channel)
+            queued = await state.shards.batcher(client).script(
+                INBOX_SEND,
+                [self.keys.inbox(client), self.keys.inbox_counts(client)],
+                [payload, self.config.expiry_ms, self.config.key_ttl_s, channel, capacity],
+            )
+        else:
+            queued = await state.shards.batcher(channel).script(
+                CHAN_SEND,
+                [self.keys.channel(channel)],
+                [payload, self.config.expiry_ms, self.config.key_ttl_s, capacity],
+            )
+        if not queued:
+            raise ChannelFull(f"channel {channel!r} is at capacity ({capacity})")
+
+    async def receive(self, channel: str) -> Message:
+        """The next message of ``channel``; waits as long as it takes.
+
+        Process-specific channels must belong to this instance
+        (:class:`~streams_layer.exceptions.InvalidChannelNameError` otherwise).
+        Cancelling a receive loses no message and delivers none twice.
+        """
+        self.require_valid_channel_name(channel)
+        state = self._state()
+        if not is_specific(channel):
+            return await state.channels.receive(channel)
+        if client_of(channel) != self.client_id:
+            raise InvalidChannelNameError(
+                f"{channel!r} was not made by this layer's new_channel() and cannot be received"
+            )
+        state.active_receives += 1
+        try:
+            while True:
+                dropped: Counter[str] = Counter()
+                message = self.mailboxes.take(channel, dropped)
+                if dropped:
+                    self._give_back(dropped)
+                if message is not None:
+                    self._give_back(Counter({channel: 1}))
+                    return message
+                state.reader.ensure_running()
+                await self.mailboxes.wait(channel)
+        finally:
+            state.active_receives -= 1
+
+    # Groups ----------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (refreshing the membership's age)."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        await (
+            self._state()
+            .shards.batcher(group)
+            .script(GROUP_ADD, [self.keys.group(group)], [channel, self.config.group_expiry_s])
+        )
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; no error if it was not a member."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        await self._state().shards.batcher(group).call("ZREM", self.keys.group(group), channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every live member of ``group``.
+
+        The message is serialized once and written once per destination
+        stream. A member at capacity misses it; this never raises
+        :class:`ChannelFull`.
+        """
+        self.require_valid_group_name(group)
+        payload = self.codec.encode(message)
+        members = await self._members(group)
+        await self._fan_out(group, members, payload)
+
+    async def group_send_recorded(self, group: str, message: Message) -> str:
+        """Record ``message`` in the group's history, then send it to the group.
+
+        Members receive the message with an added ``"history_id"`` key, the
+        returned stream ID. The history keeps ``history_size`` messages.
+        """
+        self.require_valid_group_name(group)
+        self.codec.encode(message)  # validate before anything is written
+        state = self._state()
+        batcher = state.shards.batcher(group)
+        stored = batcher.script(
+            HISTORY_ADD,
+            [self.keys.history(group)],
+            [self.codec.encode(message), self.config.history_size, self.config.group_expiry_s],
+        )
+        members_future = batcher.script(
+            GROUP_MEMBERS, [self.keys.group(group)], [self.config.group_expiry_s]
+        )
+        raw_id, raw_members = await asyncio.gather(stored, members_future)
+        history_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        recorded = {**message, HISTORY_ID_KEY: history_id}
+        await self._fan_out(group, [m.decode() for m in raw_members], self.codec.encode(recorded))
+        return history_id
+
+    async def group_history(
+        self, group: str, *, after: str | None = None, limit: int = 50
+    ) -> GroupHistory:
+        """Recorded messages of ``group``, oldest first, each with ``"history_id"``.
+
+        With ``after``, only messages recorded after that ID. Raises
+        ValueError for a malformed ``after`` or a ``limit`` outside 1..1000.
+        """
+        self.require_valid_group_name(group)
+        if after is not None:
+            parse_stream_id(after)
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 0 < limit <= MAX_HISTORY_LIMIT
+        ):
+            raise ValueError(f"limit must be an int from 1 to {MAX_HISTORY_LIMIT}, got {limit!r}")
+        client = self._state().shards.client(group)
+        key = self.keys.history(group)
+        try:
+            if after is None:
+                entries = list(reversed(await client.xrevrange(key, count=limit)))
+                info: Any = None
+            else:
+                entries = await client.xrange(key, min=f"({after}", count=limit)
+                info = (
+                    await client.xinfo_stream(key) if entries or await client.exists(key) else None
+                )
+        except NETWORK_ERRORS as exc:
+            raise translate(exc) from exc
+        messages = []
+        for entry_id, fields in entries:
+            message = self.codec.decode(fields[b"m"])
+            message[HISTORY_ID_KEY] = entry_id.decode()
+            messages.append(message)
+        return GroupHistory(messages=messages, complete=is_complete(after, info))
+
+    async def _members(self, group: str) -> list[str]:
+        raw = (
+            await self._state()
+            .shards.batcher(group)
+            .script(GROUP_MEMBERS, [self.keys.group(group)], [self.config.group_expiry_s])
+        )
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+
+    async def _fan_out(self, group: str, members: list[str], payload: bytes) -> None:
+        if not members:
+            return
+        state = self._state()
+        by_inbox: defaultdict[str, list[Any]] = defaultdict(list)
+        futures = []
+        for channel in members:
+            if is_specific(channel):
+                by_inbox[client_of(channel)] += [channel, self.get_capacity(channel)]
+            else:
+                futures.append(
+                    state.shards.batcher(channel).script(
+                        CHAN_SEND,
+                        [self.keys.channel(channel)],
+                        [
+                            payload,
+                            self.config.expiry_ms,
+                            self.config.key_ttl_s,
+                            self.get_capacity(channel),
+                        ],
+                    )
+                )
+        for client, pairs in by_inbox.items():
+            futures.append(
+                state.shards.batcher(client).script(
+                    INBOX_SEND,
+                    [self.keys.inbox(client), self.keys.inbox_counts(client)],
+                    [payload, self.config.expiry_ms, self.config.key_ttl_s, *pairs],
+                )
+            )
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        delivered = sum(r for r in results if isinstance(r, int))
+        if delivered < len(members):
+            logger.info(
+                "group %s: %d of %d members were full",
+                group,
+                len(members) - delivered,
+                len(members),
+            )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    # Flush and close -------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete every key under ``prefix`` (SCAN + UNLINK, every master) and local buffers."""
+        state = self._state()
+        for client in state.shards.clients:
+            try:
+                await _unlink_matching(client, self.keys.match_all)
+            except NETWORK_ERRORS as exc:
+                raise translate(exc) from exc
+        self.mailboxes.clear()
+        self._consumed.clear()
+        for each in list(self._states.values()):
+            each.reader.reset()
+            each.channels.reset()
+
+    async def close(self) -> None:
+        """Stop readers and close this event loop's connections."""
+        loop = asyncio.get_running_loop()
+        state = self._states.pop(loop, None)
+        if state is not None:
+            await state.aclose()
+
+    async def close_pools(self) -> None:
+        """channels_redis's name for :meth:`close`."""
+        await self.close()
+
+    # Capacity accounting ---------------------------------------------------
+
+    def _give_back(self, taken: Counter[str]) -> None:
+        """Return capacity for messages taken out of local buffers (coalesced)."""
+        self._consumed.update(taken)
+        state = self._states.get(asyncio.get_running_loop())
+        if state is None or state.consumed_scheduled:
+            return
+        state.consumed_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush_consumed, state)
+
+    def _flush_consumed(self, state: _LoopState) -> None:
+        state.consumed_scheduled = False
+        if not self._consumed:
+            return
+        pairs: list[Any] = []
+        for channel, count in self._consumed.items():
+            pairs += [channel, count]
+        self._consumed.clear()
+        counts_key = self.keys.inbox_counts(self.client_id)
+        future = state.shards.batcher(self.client_id).script(INBOX_CONSUMED, [counts_key], pairs)
+        future.add_done_callback(_log_failure)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("returning capacity failed: %s", future.exception())
+
+
+async def _unlink_matching(client: Any, pattern: str) -> None:
+    if isinstance(client, RedisCluster):
+        for node in client.get_primaries():
+            batch = [key async for key in _scan_node(client, node, pattern)]
+            for key in batch:
+                await client.unlink(key)
+        return
+    batch = []
+    async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= UNLINK_BATCH:
+            await client.unlink(*batch)
+            batch = []
+    if batch:
+        await client.unlink(*batch)
+
+
+async def _scan_node(client: RedisCluster, node: Any, pattern: str) -> Any:
+    cursor = 0
+    while True:
+        cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
+        for key in keys:
+            yield key
+        if not cursor:
+            return
+
+
+def _close_with_loop(loop: asyncio.AbstractEventLoop, layer: RedisStreamsChannelLayer) -> None:
+    """Close the layer's connections of ``loop`` before the loop itself closes.
+
+    ``async_to_sync`` and ``asyncio.run`` close their loop when done; without
+    this the connections would be left to the garbage collector.
+    """
+    original = loop.close
+    layer_ref = weakref.ref(layer)
+
+    def close() -> None:
+        owner = layer_ref()
+        state = owner._states.pop(loop, None) if owner is not None else None
+        if state is not None and not loop.is_closed() and not loop.is_running():
+            try:
+                loop.run_until_complete(state.aclose())
+            except (StreamsLayerError, RuntimeError, *NETWORK_ERRORS) as exc:
+                logger.debug("closing connections with the loop failed: %r", exc)
+        original()
+
+    try:
+        loop.close = close  # type: ignore[method-assign]
+    except AttributeError:
+        logger.debug("event loop %r cannot be patched; close the layer explicitly", loop)

@@ -1,0 +1,55 @@
+"""Lua scripts of the layer, loaded once and called by SHA.
+
+Each ``<name>.lua`` beside this module is one script; ``common.lua`` is
+prepended to all of them. ``EXPIRE_BATCH`` is replaced by its value from
+:mod:`streams_layer.config` so the number lives in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+from ..config import EXPIRE_BATCH
+
+
+@dataclass(frozen=True)
+class Script:
+    """One Lua script: its name, source and SHA1."""
+
+    name: str
+    source: str
+    sha: str
+
+
+def _load(name: str, common: str) -> Script:
+    body = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    source = (common + "\n" + body).replace("EXPIRE_BATCH", str(EXPIRE_BATCH))
+    return Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis names scripts by SHA1
+
+
+_COMMON = resources.files(__package__).joinpath("common.lua").read_text(encoding="utf-8")
+
+INBOX_SEND = _load("inbox_send", _COMMON)
+INBOX_CONSUMED = _load("inbox_consumed", _COMMON)
+STREAM_OPEN = _load("stream_open", _COMMON)
+CHAN_SEND = _load("chan_send", _COMMON)
+CHAN_ACK = _load("chan_ack", _COMMON)
+GROUP_ADD = _load("group_add", _COMMON)
+GROUP_MEMBERS = _load("group_members", _COMMON)
+HISTORY_ADD = _load("history_add", _COMMON)
+
+BY_SHA: dict[str, Script] = {
+    s.sha: s
+    for s in (
+        INBOX_SEND,
+        INBOX_CONSUMED,
+        STREAM_OPEN,
+        CHAN_SEND,
+        CHAN_ACK,
+        GROUP_ADD,
+        GROUP_MEMBERS,
+        HISTORY_ADD,
+    )
+}

@@ -1,0 +1,70 @@
+-- Shared helpers, prepended to every script by streams_layer.scripts.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Stream IDs as {ms, seq} numbers, compared without string tricks.
+local function parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms), tonumber(seq)}
+end
+
+local function id_after(a, b)
+  return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2])
+end
+
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- XINFO GROUPS as a list of {name=..., last=..., pending=...} tables.
+local function groups_of(stream)
+  local out = {}
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    out[#out + 1] = {
+      name = field(g, 'name'),
+      last = field(g, 'last-delivered-id'),
+      pending = tonumber(field(g, 'pending')),
+      lag = field(g, 'lag'),  -- Redis 7+: entries not yet delivered; false if unknown
+    }
+  end
+  return out
+end
+
+-- Trim a channel stream: entries older than limit_ms go, and so does every
+-- entry that each team has received and acknowledged. An entry still pending
+-- in some team stays until it expires (at-least-once teams need it).
+local function trim_channel(stream, limit_ms)
+  local floor = {limit_ms, 0}
+  local delivered = nil
+  for _, g in ipairs(groups_of(stream)) do
+    local lower
+    if g.pending > 0 then
+      lower = parse_id(redis.call('XPENDING', stream, g.name)[2])
+    else
+      lower = parse_id(g.last)
+      lower[2] = lower[2] + 1
+    end
+    if delivered == nil or id_after(delivered, lower) then delivered = lower end
+  end
+  if delivered ~= nil and id_after(delivered, floor) then floor = delivered end
+  redis.call('XTRIM', stream, 'MINID', floor[1] .. '-' .. floor[2])
+end
+
+-- Messages waiting in a channel stream for its slowest team (all of them
+-- while no team exists).
+local function queued_in_channel(stream)
+  local length = redis.call('XLEN', stream)
+  local worst = nil
+  for _, g in ipairs(groups_of(stream)) do
+    local lag = g.lag and tonumber(g.lag) or length
+    if worst == nil or lag > worst then worst = lag end
+  end
+  if worst == nil or worst > length then return length end
+  return worst
+end

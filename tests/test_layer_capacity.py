@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ from layer_helpers import LayerFactory, numbered, receive_within, receives_nothi
 
 import streams_layer
 from streams_layer.exceptions import ChannelFull, StreamsLayerError
+
+CAPACITY_RETURN_S = 1.0
 
 
 @pytest.fixture
@@ -118,8 +121,39 @@ async def test_messages_buffered_locally_still_count_against_capacity(
     with pytest.raises(channels.exceptions.ChannelFull):
         await sender.send(buffered, {"type": "x", "n": 99})
     assert [(await receive_within(owner, buffered))["n"] for _ in range(3)] == [0, 1, 2]
-    await sender.send(buffered, {"type": "x", "n": 4})
+    await _send_when_room(sender, buffered, {"type": "x", "n": 4})
     assert (await receive_within(owner, buffered))["n"] == 4
+
+
+async def _send_when_room(layer: Any, channel: str, message: dict[str, Any]) -> None:
+    """Send, retrying ChannelFull for up to ``CAPACITY_RETURN_S``.
+
+    A receiving layer may hand capacity back to Redis in a batch shortly after
+    receive() returns; a sender on another connection can see the old count
+    for that long, not longer.
+    """
+    for _ in range(int(CAPACITY_RETURN_S / 0.05)):
+        try:
+            await layer.send(channel, message)
+        except channels.exceptions.ChannelFull:
+            await asyncio.sleep(0.05)
+        else:
+            return
+    await layer.send(channel, message)
+
+
+async def test_capacity_frees_up_for_another_sender_after_receive(
+    make_layer: LayerFactory,
+) -> None:
+    owner, sender = make_layer(capacity=2), make_layer(capacity=2)
+    channel = await owner.new_channel()
+    await _fill(sender, channel, 2)
+    with pytest.raises(channels.exceptions.ChannelFull):
+        await sender.send(channel, {"type": "x", "n": 2})
+    assert [(await receive_within(owner, channel))["n"] for _ in range(2)] == [0, 1]
+    await _send_when_room(sender, channel, {"type": "x", "n": 3})
+    await _send_when_room(sender, channel, {"type": "x", "n": 4})
+    assert [(await receive_within(owner, channel))["n"] for _ in range(2)] == [3, 4]
 
 
 async def test_channel_capacity_glob_pattern_overrides_capacity(make_layer: LayerFactory) -> None:

@@ -73,7 +73,7 @@ def serve(redis_url: str, port: int) -> int:
     )
     children = [
         _start([python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP], env),
-        _start([python, "manage.py", "runworker_statistic"], env),
+        _start([python, "manage.py", "runworker_statistic", "--progress-interval", "10"], env),
     ]
     logger.info("chat on http://127.0.0.1:%d/lobby/ , statistics on /stats/", port)
     try:

@@ -31,7 +31,6 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@echo "installing the project and its dev dependencies into $(VENV) ($(DJANGO))"
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]" "$(DJANGO)"
 	@$(PY) -c "from devtools.redis_servers import find_redis_server; find_redis_server()" \
 		2>/dev/null || { \
@@ -56,10 +55,13 @@ browser-deps:
 			"(needs root and apt-get): the browser tests will FAIL" >&2; \
 	fi
 
+# All three run; the target fails if any of them failed.
 lint: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
+	@rc=0; \
+	echo "$(VENV)/bin/ruff check ."; $(VENV)/bin/ruff check . || rc=1; \
+	echo "$(VENV)/bin/ruff format --check ."; $(VENV)/bin/ruff format --check . || rc=1; \
+	echo "$(VENV)/bin/mypy"; $(VENV)/bin/mypy || rc=1; \
+	exit $$rc
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -71,7 +71,7 @@ class ChannelReceiver:
             while True:
                 try:
                     entry = await self._read_one(channel)
-                except NETWORK_ERRORS + (StreamsLayerError,) as exc:
+                except (*NETWORK_ERRORS, StreamsLayerError) as exc:
                     logger.warning("channel %s: read failed (%s); retrying", channel, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_MAX_S)

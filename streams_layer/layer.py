@@ -23,7 +23,12 @@ from .config import (
     build_config,
 )
 from .connection import NETWORK_ERRORS, ServerClock, ShardSet, translate
-from .exceptions import ChannelFull, InvalidChannelNameError, StreamsLayerError
+from .exceptions import (
+    ChannelFull,
+    InvalidChannelNameError,
+    MalformedEntryError,
+    StreamsLayerError,
+)
 from .history import HISTORY_ID_KEY, MAX_HISTORY_LIMIT, GroupHistory, is_complete, parse_stream_id
 from .inbox import InboxReader
 from .keys import KeySpace, client_of, is_specific
@@ -79,7 +84,7 @@ class _LoopState:
         await self.shards.aclose()
 
 
-class RedisStreamsChannelLayer(BaseChannelLayer):  # type: ignore[misc]
+class RedisStreamsChannelLayer(BaseChannelLayer):
     """A Channels layer on Redis Streams, CONFIG-compatible with channels_redis.
 
     Process-specific channels (``new_channel()``) of one instance share one
@@ -90,7 +95,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
 
-    def __init__(  # noqa: PLR0913 - channels_redis's CONFIG keys, one argument each
+    def __init__(  # noqa: PLR0913, PLR0917 - channels_redis's CONFIG keys, positional there too
         self,
         hosts: Iterable[Any] | None = None,
         prefix: str = DEFAULT_PREFIX,
@@ -298,20 +303,23 @@ class RedisStreamsChannelLayer(BaseChannelLayer):  # type: ignore[misc]
             raise ValueError(f"limit must be an int from 1 to {MAX_HISTORY_LIMIT}, got {limit!r}")
         client = self._state().shards.client(group)
         key = self.keys.history(group)
+        info: Any = None
         try:
             if after is None:
-                entries = list(reversed(await client.xrevrange(key, count=limit)))
-                info: Any = None
+                entries: Any = list(reversed(await client.xrevrange(key, count=limit) or []))
             else:
-                entries = await client.xrange(key, min=f"({after}", count=limit)
-                info = (
-                    await client.xinfo_stream(key) if entries or await client.exists(key) else None
-                )
+                entries = await client.xrange(key, min=f"({after}", count=limit) or []
+                if entries or await client.exists(key):
+                    info = await client.xinfo_stream(key)
         except NETWORK_ERRORS as exc:
             raise translate(exc) from exc
         messages = []
         for entry_id, fields in entries:
-            message = self.codec.decode(fields[b"m"])
+            try:
+                message = self.codec.decode(fields[b"m"])
+            except (KeyError, TypeError, MalformedEntryError) as exc:
+                logger.warning("history of %s: skipping entry %r: %s", group, entry_id, exc)
+                continue
             message[HISTORY_ID_KEY] = entry_id.decode()
             messages.append(message)
         return GroupHistory(messages=messages, complete=is_complete(after, info))

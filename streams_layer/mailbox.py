@@ -40,7 +40,10 @@ class Mailboxes:
         box.waiters.clear()
 
     def take(self, channel: str, dropped: Counter[str]) -> Message | None:
-        """The oldest fresh message of ``channel``, or None; expired ones are counted in ``dropped``."""
+        """The oldest fresh message of ``channel``, or None.
+
+        Expired messages found on the way are counted in ``dropped``.
+        """
         box = self._boxes.get(channel)
         if box is None:
             return None

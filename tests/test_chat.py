@@ -17,6 +17,10 @@ from chat.protocol import StreamId, parse_client_frame
 from chat.ratelimit import TokenBucket
 from project.asgi import application
 
+# Channels consumers close stale database connections around every message,
+# so the consumer tests need database access although the chat stores nothing.
+consumer_db = pytest.mark.django_db(transaction=True)
+
 ORIGIN = b"http://127.0.0.1"
 FRAME_TIMEOUT_S = 5.0
 QUIET_S = 0.3
@@ -161,6 +165,7 @@ def test_longest_room_name_is_accepted() -> None:
 # -- the consumer on the real layer ------------------------------------------------
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 async def test_two_clients_in_one_room_both_receive_each_message() -> None:
     alice, bob = await join("room1"), await join("room1")
@@ -178,6 +183,7 @@ async def test_two_clients_in_one_room_both_receive_each_message() -> None:
     await bob.leave()
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 async def test_two_rooms_are_isolated() -> None:
     alice, bob = await join("room-a"), await join("room-b")
@@ -188,6 +194,7 @@ async def test_two_rooms_are_isolated() -> None:
     await bob.leave()
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 async def test_joining_client_receives_recent_history_in_order() -> None:
     alice = await join("history")
@@ -200,6 +207,7 @@ async def test_joining_client_receives_recent_history_in_order() -> None:
     await carol.leave()
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 async def test_history_on_join_is_the_last_fifty() -> None:
     alice = await join("long")
@@ -213,6 +221,7 @@ async def test_history_on_join_is_the_last_fifty() -> None:
     await carol.leave()
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 async def test_reconnecting_client_receives_exactly_the_missed_messages() -> None:
     alice, bob = await join("resume"), await join("resume")
@@ -231,6 +240,7 @@ async def test_reconnecting_client_receives_exactly_the_missed_messages() -> Non
     await bob.leave()
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 async def test_resume_while_messages_keep_arriving_skips_none_and_repeats_none() -> None:
     alice = await join("busy")
@@ -255,6 +265,7 @@ async def test_resume_while_messages_keep_arriving_skips_none_and_repeats_none()
     await bob.leave()
 
 
+@consumer_db
 async def test_resume_beyond_the_history_window_reports_a_gap(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
@@ -277,6 +288,7 @@ async def test_resume_beyond_the_history_window_reports_a_gap(
         await layer.close()
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 async def test_invalid_after_is_reported_and_recent_history_sent() -> None:
     alice = await join("badafter")
@@ -302,6 +314,7 @@ BAD_FRAMES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@consumer_db
 @pytest.mark.usefixtures("closing_layer")
 @pytest.mark.parametrize(("case", "frame"), BAD_FRAMES, ids=[case for case, _ in BAD_FRAMES])
 async def test_bad_input_gets_an_error_frame_and_the_connection_stays_open(
@@ -319,6 +332,7 @@ async def test_bad_input_gets_an_error_frame_and_the_connection_stays_open(
     await bob.leave()
 
 
+@consumer_db
 async def test_rate_limit_refuses_a_flood(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
@@ -352,6 +366,7 @@ async def test_rate_limit_refuses_a_flood(
 @pytest.mark.parametrize(
     "origin", [b"http://evil.example", b"http://127.0.0.1.evil.example", None], ids=str
 )
+@consumer_db
 async def test_websocket_from_foreign_or_missing_origin_is_rejected(origin: bytes | None) -> None:
     headers = [(b"origin", origin)] if origin is not None else []
     communicator = WebsocketCommunicator(application, "/ws/lobby/", headers=headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import os
@@ -16,7 +17,7 @@ from typing import Any
 import redis
 
 from bench import backlog, concurrent, fanout, latency, p2p, raw, worker
-from bench.context import Ctx, Measurement, Sizes
+from bench.context import Ctx, Measurement, Metric, Sizes
 from bench.layers import DEFAULT_LAYERS, LayerSpec, import_class, parse_layers
 from bench.pool import JobError, Pool
 from bench.report import summarize, text_table, violations, write_json, write_markdown
@@ -47,17 +48,32 @@ SCENARIOS: dict[str, Scenario] = {
     "backlog": _backlog,
 }
 REDIS_BENCHMARK = "redis-benchmark"
+ERROR = Metric("error", "-", "higher")
+RATIO_NOTE = (
+    "Ratios are median / reference median: above 1 is better for msg/s and req/s, "
+    "below 1 for ms, s and bytes."
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny counts, one round; exit 1 on lost/duplicated messages of strict layers")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, smoke 1)")
-    parser.add_argument("--only", default="", help=f"comma list of: {', '.join([*SCENARIOS, REDIS_BENCHMARK])}")
-    parser.add_argument("--layers", default=",".join(DEFAULT_LAYERS),
-                        help="comma list of streams, core, pubsub, raw, or name=module.Class[@key:value;...]")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny counts, one round; exit 1 on lost/duplicated messages of strict layers",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds (default 3, smoke 1)"
+    )
+    parser.add_argument(
+        "--only", default="", help=f"comma list of: {', '.join([*SCENARIOS, REDIS_BENCHMARK])}"
+    )
+    parser.add_argument(
+        "--layers",
+        default=",".join(DEFAULT_LAYERS),
+        help="comma list of streams, core, pubsub, raw, or name=module.Class[@key:value;...]",
+    )
     parser.add_argument("--json", type=Path, help="write every measurement and the summary as JSON")
     parser.add_argument("--markdown", type=Path, help="write the summary table as markdown")
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -92,11 +108,20 @@ def run_scenario(ctx: Ctx, name: str, scenario: Scenario, spec: LayerSpec) -> li
     except JobError as exc:
         ctx.pool.reset()
         logger.error("%s [%s] failed: %s", name, spec.name, exc)
-        return [ctx.measurement(name, "error", "-", "higher", spec, None, error=str(exc).splitlines()[0])]
+        return [ctx.measurement(spec, name, ERROR, None, error=str(exc).splitlines()[0])]
     for m in results:
-        logger.info("round %d %-15s %-26s %-8s %s %s lost=%d dup=%d ooo=%d", ctx.round, m.scenario, m.metric,
-                    m.layer, f"{m.value:,.3f}" if m.value is not None else "-", m.unit, m.lost, m.duplicated,
-                    m.out_of_order)
+        logger.info(
+            "round %d %-15s %-26s %-8s %s %s lost=%d dup=%d ooo=%d",
+            ctx.round,
+            m.scenario,
+            m.metric,
+            m.layer,
+            f"{m.value:,.3f}" if m.value is not None else "-",
+            m.unit,
+            m.lost,
+            m.duplicated,
+            m.out_of_order,
+        )
     logger.debug("%s [%s] took %.1f s", name, spec.name, time.monotonic() - started)
     return results
 
@@ -105,21 +130,33 @@ def run_redis_benchmark(ctx: Ctx, port: int, raw_spec: LayerSpec) -> list[Measur
     """``redis-benchmark -t set,get -q`` against the bench server."""
     ctx.flush()
     results = raw.redis_benchmark(port, ctx.sizes.redis_benchmark_requests)
-    return [ctx.measurement(REDIS_BENCHMARK, test, "req/s", "higher", raw_spec, rps) for test, rps in results.items()]
+    return [
+        ctx.measurement(raw_spec, REDIS_BENCHMARK, Metric(test, "req/s", "higher"), rps)
+        for test, rps in results.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     sizes = Sizes.smoke() if args.smoke else Sizes()
     rounds = args.rounds or (1 if args.smoke else 3)
-    only = [name.strip() for name in args.only.split(",") if name.strip()] or [*SCENARIOS, REDIS_BENCHMARK]
+    only = [name.strip() for name in args.only.split(",") if name.strip()] or [
+        *SCENARIOS,
+        REDIS_BENCHMARK,
+    ]
     unknown = set(only) - {*SCENARIOS, REDIS_BENCHMARK}
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    specs, skipped = available(parse_layers(args.layers), explicit=args.layers != ",".join(DEFAULT_LAYERS))
+    specs, skipped = available(
+        parse_layers(args.layers), explicit=args.layers != ",".join(DEFAULT_LAYERS)
+    )
     raw_spec = next((spec for spec in specs if spec.is_raw), None)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     measurements: list[Measurement] = []
@@ -146,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "rounds": rounds, "redis_version": redis_version, "cpus": os.cpu_count(),
-        "layers": {spec.name: spec.path for spec in specs}, "skipped_layers": skipped,
-        "sizes": vars(sizes) if hasattr(sizes, "__dict__") else {},
+        "rounds": rounds,
+        "redis_version": redis_version,
+        "cpus": os.cpu_count(),
+        "layers": {spec.name: spec.path for spec in specs},
+        "skipped_layers": skipped,
+        "sizes": dataclasses.asdict(sizes),
     }
     sys.stdout.write(text_table(rows) + "\n")
-    sys.stdout.write("Ratios are median / reference median: above 1 is better for msg/s, below 1 for ms and bytes.\n")
+    sys.stdout.write(RATIO_NOTE + "\n")
     if args.json:
         write_json(args.json, meta, measurements, rows)
     if args.markdown:

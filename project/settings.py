@@ -97,7 +97,7 @@ CHAT_MAX_MESSAGE_BYTES = 4096
 
 # Statistics middleware: channel name and the time budget per request.
 STATISTIC_CHANNEL = "statistic"
-STATISTIC_SEND_TIMEOUT = float(os.environ.get("STATISTIC_SEND_TIMEOUT", "0.05"))
+STATISTIC_SEND_TIMEOUT = float(os.environ.get("STATISTIC_SEND_TIMEOUT", "1.0"))
 
 LOGGING = {
     "version": 1,

@@ -24,7 +24,9 @@ from streams_layer.exceptions import StreamsLayerError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "statistic"
-DEFAULT_SEND_TIMEOUT_S = 0.05
+# The send runs after the response has gone, so this bounds background work,
+# not latency; it is generous enough for a first connection on a busy host.
+DEFAULT_SEND_TIMEOUT_S = 1.0
 DEFAULT_MAX_IN_FLIGHT = 1000
 DEFAULT_LOG_INTERVAL_S = 30.0
 

@@ -176,7 +176,7 @@ def server_pid(host: str, port: int, *, timeout_s: float = PING_TIMEOUT_S) -> in
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
             reply = _read_reply(sock)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: not a RESP reply
         return None
     if reply.startswith(b"-NOAUTH"):
         return NEEDS_AUTH

@@ -149,16 +149,21 @@ async def _child(args: argparse.Namespace) -> None:
         # The parent waits for this line before it starts sending.
         sys.stdout.write(json.dumps({"ready": channel}) + "\n")
         sys.stdout.flush()
-        received = await _receive_until_idle_after_first(layer, channel, args.idle_s)
+        received = await _receive_until_idle_after_first(layer, channel, args.idle_s, args.first_s)
         sys.stdout.write(json.dumps({"received": received}) + "\n")
         sys.stdout.flush()
     finally:
         await layer.close_pools()
 
 
-async def _receive_until_idle_after_first(layer: Any, channel: str, idle_s: float) -> list[int]:
-    # No deadline for the first message: the parent may take a while to start sending.
-    first = await layer.receive(channel)
+async def _receive_until_idle_after_first(
+    layer: Any, channel: str, idle_s: float, first_s: float
+) -> list[int]:
+    # A longer wait for the first message: the parent may take a while to start sending.
+    try:
+        first = await asyncio.wait_for(layer.receive(channel), first_s)
+    except TimeoutError:
+        return []
     return [int(first["n"]), *await _receive_until_idle(layer, channel, idle_s)]
 
 
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("prefix")
     parser.add_argument("channel")
     parser.add_argument("--idle-s", type=float, default=3.0)
+    parser.add_argument("--first-s", type=float, default=30.0)
     parser.add_argument("--capacity", type=int, default=100_000)
     asyncio.run(_child(parser.parse_args(argv)))
 

@@ -77,6 +77,7 @@ FLAT_SLACK_KEYS = 20
 GONE_SLACK_S = 5.0
 PAGE_SIZE = 4096
 SVG_W, SVG_H = 900, 620
+FRAME = 'fill="none" stroke="#999"'
 
 
 @dataclass
@@ -143,10 +144,12 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * PAGE_SIZE
 
 
-async def guarded(soak: Soak, name: str, operation: Callable[[], Awaitable[Any]]) -> Any:
-    """Run one layer call; count ChannelFull and layer errors instead of failing."""
+async def guarded(
+    soak: Soak, name: str, operation: Callable[..., Awaitable[Any]], *args: Any
+) -> Any:
+    """Run ``operation(*args)``; count ChannelFull and layer errors instead of failing."""
     try:
-        return await operation()
+        return await operation(*args)
     except ChannelFull:
         soak.counts[f"{name}_full"] += 1
     except StreamsLayerError as exc:
@@ -160,7 +163,7 @@ async def connection(soak: Soak, layer: RedisStreamsChannelLayer) -> None:
     channel = await layer.new_channel()
     rooms = random.sample(range(ROOMS), ROOMS_PER_CONNECTION)
     for room in rooms:
-        await guarded(soak, "group_add", lambda r=room: layer.group_add(f"room{r}", channel))
+        await guarded(soak, "group_add", layer.group_add, f"room{room}", channel)
     entry = (layer, channel)
     soak.live.append(entry)
     deadline = time.monotonic() + random.uniform(*LIFETIME_S)
@@ -177,14 +180,17 @@ async def connection(soak: Soak, layer: RedisStreamsChannelLayer) -> None:
         soak.counts["abandoned"] += 1
         return
     for room in rooms:
-        await guarded(soak, "group_discard", lambda r=room: layer.group_discard(f"room{r}", channel))
+        await guarded(soak, "group_discard", layer.group_discard, f"room{room}", channel)
 
 
 async def every(soak: Soak, per_s: float, action: Callable[[], Awaitable[Any]]) -> None:
     """Call ``action`` ``per_s`` times a second (in batches per tick) while the soak runs."""
     owed = 0.0
+    last = time.monotonic()
     while soak.running:
-        owed += per_s * TICK_S
+        now = time.monotonic()
+        owed += per_s * (now - last)
+        last = now
         batch = int(owed)
         owed -= batch
         if batch:
@@ -307,7 +313,9 @@ async def sampler(soak: Soak, admin: redis.asyncio.Redis) -> None:
                 keys=int(await admin.dbsize()),
                 rss=rss_bytes(),
                 live_channels=len(soak.live),
-                sent=soak.counts["group_sent"] + soak.counts["sent"] + soak.counts["statistic_sent"],
+                sent=soak.counts["group_sent"]
+                + soak.counts["sent"]
+                + soak.counts["statistic_sent"],
                 received=soak.counts["received"] + soak.counts["statistic_received"],
             )
         )
@@ -352,10 +360,9 @@ def _polyline(points: list[tuple[float, float]], box: tuple[float, float, float,
     x0, y0, w, h = box
     xs = [p[0] for p in points] or [0.0]
     ys = [p[1] for p in points] or [0.0]
-    x_max = max(max(xs), 1e-9)
-    y_max = max(max(ys), 1e-9) * 1.1
-    coords = " ".join(f"{x0 + x / x_max * w:.1f},{y0 + h - y / y_max * h:.1f}" for x, y in points)
-    return coords
+    x_max = max(*xs, 1e-9)
+    y_max = max(*ys, 1e-9) * 1.1
+    return " ".join(f"{x0 + x / x_max * w:.1f},{y0 + h - y / y_max * h:.1f}" for x, y in points)
 
 
 def write_svg(path: Path, samples: list[Sample], title: str) -> None:
@@ -367,8 +374,10 @@ def write_svg(path: Path, samples: list[Sample], title: str) -> None:
     ]
     times = [s.t_s / 60 for s in samples]
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_W}" height="{SVG_H}" '
-        'font-family="sans-serif" font-size="12">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_W}" height="{SVG_H}" '
+            'font-family="sans-serif" font-size="12">'
+        ),
         f'<rect width="{SVG_W}" height="{SVG_H}" fill="white"/>',
         f'<text x="{SVG_W / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
     ]
@@ -377,8 +386,7 @@ def write_svg(path: Path, samples: list[Sample], title: str) -> None:
         y = top + index * (height + gap)
         peak = max(values or [0.0]) * 1.1 or 1.0
         parts += [
-            f'<rect x="{left}" y="{y}" width="{width}" height="{height}" '
-            'fill="none" stroke="#999"/>',
+            f'<rect x="{left}" y="{y}" width="{width}" height="{height}" {FRAME}/>',
             f'<text x="{left}" y="{y - 5}">{label}</text>',
             f'<text x="{left - 5}" y="{y + 10}" text-anchor="end">{peak:.1f}</text>',
             f'<text x="{left - 5}" y="{y + height}" text-anchor="end">0</text>',
@@ -399,8 +407,10 @@ def write_svg(path: Path, samples: list[Sample], title: str) -> None:
     parts += [
         f'<text x="{left}" y="{bottom}">0 min</text>',
         f'<text x="{left + width}" y="{bottom}" text-anchor="end">{minutes:.1f} min</text>',
-        f'<text x="{left + width / 2}" y="{bottom}" text-anchor="middle">'
-        "time (dashed: thirds; flatness compares the last third with the middle one)</text>",
+        (
+            f'<text x="{left + width / 2}" y="{bottom}" text-anchor="middle">'
+            "time (dashed: thirds; flatness compares the last third with the middle one)</text>"
+        ),
         "</svg>",
     ]
     path.write_text("\n".join(parts) + "\n")
@@ -417,7 +427,7 @@ async def run(url: str, minutes: float, out_dir: Path) -> int:
         drain_s, left = await drain_check(admin)
     finally:
         await admin.aclose()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     write_csv(out_dir / "soak.csv", soak.samples)
     write_svg(
         out_dir / "soak.svg",

@@ -114,7 +114,8 @@ async def raw_stream_bytes(client: redis.asyncio.Redis, prefix: str) -> bytes:
     """Every field name and value of every stream entry under ``prefix``, concatenated."""
     parts: list[bytes] = []
     for key in await stream_keys(client, prefix):
-        for _entry_id, fields in await client.xrange(key):
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(key)  # type: ignore[assignment]
+        for _entry_id, fields in entries:
             for name, value in fields.items():
                 parts.extend((name, value))
     return b"\x00".join(parts)

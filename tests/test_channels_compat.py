@@ -25,7 +25,7 @@ BACKENDS = [
 ]
 
 
-class GroupChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class GroupChatConsumer(AsyncJsonWebsocketConsumer):
     """Joins the room's group on connect and broadcasts what it receives to it."""
 
     room_group: str

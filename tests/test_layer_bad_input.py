@@ -18,6 +18,7 @@ from layer_helpers import (
     receives_nothing,
     stream_keys,
 )
+from redis.typing import EncodableT, FieldT
 
 from streams_layer.exceptions import (
     InvalidChannelNameError,
@@ -227,7 +228,7 @@ async def _only_stream_key(client: redis.asyncio.Redis, prefix: str) -> bytes:
     return keys[0]
 
 
-GARBAGE_ENTRIES: list[dict[str, Any]] = [
+GARBAGE_ENTRIES: list[dict[FieldT, EncodableT]] = [
     {"x": "y"},
     {"m": b"\x00\xff\xfe not a payload"},
     {"c": "{channel}", "m": b"\xc1\xc1\xc1"},
@@ -238,10 +239,13 @@ GARBAGE_ENTRIES: list[dict[str, Any]] = [
 ]
 # A well-formed message for a channel this layer instance does not own: garbage
 # in an inbox (a normal channel's stream would rightly deliver it).
-FOREIGN_INBOX_ENTRY = {"c": "not-a-channel-of-ours!zzz", "m": msgpack.packb({"type": "x"})}
+FOREIGN_INBOX_ENTRY: dict[FieldT, EncodableT] = {
+    "c": "not-a-channel-of-ours!zzz",
+    "m": msgpack.packb({"type": "x"}),
+}
 
 
-def _garbage(channel: str) -> list[dict[str, Any]]:
+def _garbage(channel: str) -> list[dict[FieldT, EncodableT]]:
     return [
         {k: v.replace("{channel}", channel) if isinstance(v, str) else v for k, v in entry.items()}
         for entry in GARBAGE_ENTRIES

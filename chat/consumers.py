@@ -20,6 +20,7 @@ from chat.protocol import (
 )
 from chat.ratelimit import TokenBucket
 from chat.rooms import group_name
+from streams_layer.exceptions import StreamsLayerError
 
 if TYPE_CHECKING:
     from streams_layer import RedisStreamsChannelLayer
@@ -32,6 +33,8 @@ DEFAULT_BURST = 10
 # Resuming pages through the history; the layer keeps a bounded history, so
 # this only guards against a layer that ignores ``after``.
 MAX_HISTORY_PAGES = 100
+# Websocket close code "try again later".
+UNAVAILABLE_CLOSE_CODE = 1013
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -78,12 +81,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(
                 text_data=error_frame("ignored invalid 'after'; sending recent history")
             )
-        await self._send_history(after)
+        try:
+            await self._send_history(after)
+        except StreamsLayerError as exc:
+            # The client reconnects and resumes from its last id once Redis is back.
+            logger.warning("room %s: history unavailable: %s", self.room, exc)
+            await self.send(text_data=error_frame("the room is unavailable; reconnect later"))
+            await self.close(code=UNAVAILABLE_CLOSE_CODE)
 
     async def disconnect(self, code: int) -> None:
-        """Leave the room's group."""
-        if hasattr(self, "group"):
+        """Leave the room's group (left to expire if Redis is unreachable)."""
+        if not hasattr(self, "group"):
+            return
+        try:
             await self.layer.group_discard(self.group, self.channel_name)
+        except StreamsLayerError as exc:
+            # The membership lapses by itself after group_expiry.
+            logger.warning("room %s: could not leave the group: %s", self.room, exc)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Validate a client frame and record it in the room."""
@@ -95,9 +109,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.bucket.try_acquire():
             await self.send(text_data=error_frame("rate limit exceeded; message not sent"))
             return
-        await self.layer.group_send_recorded(
-            self.group, {"type": "chat.message", "message": message}
-        )
+        try:
+            await self.layer.group_send_recorded(
+                self.group, {"type": "chat.message", "message": message}
+            )
+        except StreamsLayerError as exc:
+            logger.warning("room %s: message not recorded: %s", self.room, exc)
+            await self.send(text_data=error_frame("the room is unavailable; message not sent"))
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         """Deliver a live room message unless the history already delivered it."""

@@ -15,6 +15,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from chat.protocol import StreamId, parse_client_frame
 from chat.ratelimit import TokenBucket
+from devtools.redis_servers import RedisServer
 from project.asgi import application
 
 # Channels consumers close stale database connections around every message,
@@ -356,6 +357,26 @@ async def test_rate_limit_refuses_a_flood(
         assert (await alice.messages_until(1))[0]["message"] == "still allowed"
         await alice.leave()
         await bob.leave()
+    finally:
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.close()
+
+
+@consumer_db
+async def test_message_while_redis_is_down_gets_an_error_frame(
+    settings: SettingsWrapper, own_redis: RedisServer, prefix: str
+) -> None:
+    settings.CHANNEL_LAYERS = layer_settings(own_redis.url, prefix)
+    try:
+        alice = await join("outage")
+        await alice.assert_quiet()  # the (empty) history has been read
+        own_redis.stop()
+        await alice.say("anyone there?")
+        reply = await alice.frame()
+        assert set(reply) == {"error"}
+        assert "unavailable" in reply["error"]
+        await alice.leave()
     finally:
         layer = get_channel_layer()
         assert layer is not None

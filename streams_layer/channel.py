@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from . import metrics
 from .config import RECONNECT_MAX_S, RECONNECT_MIN_S, LayerConfig
 from .connection import NETWORK_ERRORS, ServerClock, ShardSet
 from .exceptions import MalformedEntryError, StreamsLayerError
@@ -88,6 +89,7 @@ class ChannelReceiver:
         self._unacked.setdefault(channel, []).append(entry_id)
         expires_at = (entry_ms(entry_id) + self._config.expiry_ms) / 1000
         if fields is None or expires_at <= self._clock.now():
+            metrics.record(metrics.EXPIRED, channel=channel)
             return None  # expired, or trimmed while pending
         payload = (fields or {}).get(b"m")
         if not isinstance(payload, bytes):

@@ -42,6 +42,20 @@ SWEEP_INTERVAL_S = 1.0
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 
+# Teams (streams_layer.team): entries read per XREADGROUP / XAUTOCLAIM.
+DEFAULT_BATCH = 100
+# An entry unacknowledged for this long is claimed by a live teammate.
+DEFAULT_CLAIM_IDLE_MS = 30_000
+# Deliveries of one entry before it moves to the dead letters.
+DEFAULT_MAX_DELIVERIES = 5
+# Dead-letter streams keep this many entries and live this long after the last one.
+DEFAULT_DEAD_LETTER_MAXLEN = 10_000
+DEFAULT_DEAD_LETTER_TTL_S = 7 * 86400
+# Seconds a closing team consumer keeps trying to deliver its last acknowledgements.
+TEAM_CLOSE_TIMEOUT_S = 5.0
+# Acknowledgements sent per XACK (Lua's unpack() has a stack limit).
+ACK_CHUNK = 1000
+
 SERIALIZER_FORMATS = ("msgpack", "json")
 
 

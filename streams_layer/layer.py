@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from channels.layers import BaseChannelLayer
 from redis.asyncio.cluster import RedisCluster
 
+from . import metrics
 from .channel import ChannelReceiver
 from .config import (
     DEFAULT_CAPACITY,
@@ -35,6 +36,8 @@ from .keys import KeySpace, client_of, is_specific
 from .mailbox import Mailboxes
 from .scripts import CHAN_SEND, GROUP_ADD, GROUP_MEMBERS, HISTORY_ADD, INBOX_CONSUMED, INBOX_SEND
 from .serializers import Message, MessageCodec
+from .status import LayerStatus, collect_status
+from .team import DeadLetter, TeamConsumer, list_dead_letters, replay_dead_letter
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class _LoopState:
             mailboxes=layer.mailboxes,
             clock=self.clock,
             wanted=lambda: self.active_receives > 0,
-            on_dropped=layer._give_back,
+            on_dropped=layer._dropped,
         )
         self.channels = ChannelReceiver(
             shards=self.shards,
@@ -198,7 +201,9 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 [payload, self.config.expiry_ms, self.config.key_ttl_s, capacity],
             )
         if not queued:
+            metrics.record(metrics.CHANNEL_FULL, channel=channel)
             raise ChannelFull(f"channel {channel!r} is at capacity ({capacity})")
+        metrics.record(metrics.SENT, channel=channel)
 
     async def receive(self, channel: str) -> Message:
         """The next message of ``channel``; waits as long as it takes.
@@ -210,7 +215,9 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         state = self._state()
         if not is_specific(channel):
-            return await state.channels.receive(channel)
+            received = await state.channels.receive(channel)
+            metrics.record(metrics.RECEIVED, channel=channel)
+            return received
         if client_of(channel) != self.client_id:
             raise InvalidChannelNameError(
                 f"{channel!r} was not made by this layer's new_channel() and cannot be received"
@@ -221,9 +228,10 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 dropped: Counter[str] = Counter()
                 message = self.mailboxes.take(channel, dropped)
                 if dropped:
-                    self._give_back(dropped)
+                    self._dropped(dropped)
                 if message is not None:
                     self._give_back(Counter({channel: 1}))
+                    metrics.record(metrics.RECEIVED, channel=channel)
                     return message
                 state.reader.ensure_running()
                 await self.mailboxes.wait(channel)
@@ -364,6 +372,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
         delivered = sum(r for r in results if isinstance(r, int))
+        metrics.record(metrics.SENT, delivered, channel=group)
+        metrics.record(metrics.CHANNEL_FULL, len(members) - delivered, channel=group)
         if delivered < len(members):
             logger.info(
                 "group %s: %d of %d members were full",
@@ -374,6 +384,29 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    # Teams (streams_layer.team) and status (streams_layer.status) ----------
+
+    def consume(self, channel: str, *, team: str, **options: Any) -> TeamConsumer:
+        """A member of ``team`` on the normal channel ``channel``: at-least-once consumption.
+
+        ``options``: ``consumer``, ``batch``, ``claim_idle_ms``,
+        ``max_deliveries``, ``block_ms``, ``dead_letter_maxlen``,
+        ``dead_letter_ttl_s``; see :class:`~streams_layer.team.TeamConsumer`.
+        """
+        return TeamConsumer(self, channel, team=team, **options)
+
+    async def dead_letters(self, channel: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters of ``channel``'s teams, oldest first."""
+        return await list_dead_letters(self, channel, limit=limit)
+
+    async def replay_dead_letter(self, channel: str, dead_letter_id: str) -> str | None:
+        """Send a dead letter to ``channel`` again; its new stream ID, or None if unknown."""
+        return await replay_dead_letter(self, channel, dead_letter_id)
+
+    async def status(self) -> LayerStatus:
+        """Every key under ``prefix`` with its teams and consumers (see ``streams_status``)."""
+        return await collect_status(self._state().shards.clients, self.keys)
 
     # Flush and close -------------------------------------------------------
 
@@ -412,6 +445,12 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             return
         state.consumed_scheduled = True
         asyncio.get_running_loop().call_soon(self._flush_consumed, state)
+
+    def _dropped(self, dropped: Counter[str]) -> None:
+        """Messages dropped unread from local buffers (expired): count them, give capacity back."""
+        for channel, count in dropped.items():
+            metrics.record(metrics.EXPIRED, count, channel=channel)
+        self._give_back(dropped)
 
     def _flush_consumed(self, state: _LoopState) -> None:
         state.consumed_scheduled = False

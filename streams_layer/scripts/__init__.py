@@ -39,6 +39,16 @@ CHAN_ACK = _load("chan_ack", _COMMON)
 GROUP_ADD = _load("group_add", _COMMON)
 GROUP_MEMBERS = _load("group_members", _COMMON)
 HISTORY_ADD = _load("history_add", _COMMON)
+# Team scripts (streams_layer.team) share team_common.lua as well.
+_TEAM_COMMON = (
+    _COMMON
+    + "\n"
+    + resources.files(__package__).joinpath("team_common.lua").read_text(encoding="utf-8")
+)
+TEAM_CLAIM = _load("team_claim", _TEAM_COMMON)
+TEAM_DEAD = _load("team_dead", _TEAM_COMMON)
+TEAM_REPLAY = _load("team_replay", _COMMON)
+TEAM_LEAVE = _load("team_leave", _COMMON)
 
 BY_SHA: dict[str, Script] = {
     s.sha: s
@@ -51,5 +61,9 @@ BY_SHA: dict[str, Script] = {
         GROUP_ADD,
         GROUP_MEMBERS,
         HISTORY_ADD,
+        TEAM_CLAIM,
+        TEAM_DEAD,
+        TEAM_REPLAY,
+        TEAM_LEAVE,
     )
 }

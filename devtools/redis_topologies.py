@@ -46,6 +46,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
 import redis.exceptions
 
 from devtools.redis_servers import (
@@ -61,6 +63,7 @@ from devtools.redis_servers import (
 __all__ = [
     "DEFAULT_MASTER_NAME",
     "LAYER_ACL_COMMANDS",
+    "AsyncClient",
     "ClusterNode",
     "RedisAclServer",
     "RedisCluster",
@@ -69,6 +72,7 @@ __all__ = [
     "SentinelProcess",
     "TlsCertificates",
     "TopologyError",
+    "async_client",
     "layer_acl_rules",
     "make_certificates",
 ]
@@ -112,6 +116,8 @@ REPLICATION_ARGS: tuple[str, ...] = ("--repl-diskless-sync-delay", "0")
 LAYER_ACL_COMMANDS: tuple[str, ...] = ("+@all", "-@dangerous")
 
 Predicate = Callable[[], bool]
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
 class TopologyError(RedisServerError):
@@ -132,6 +138,18 @@ def _wait_until(predicate: Predicate, *, timeout_s: float, what: str) -> float:
             raise TopologyError(msg)
         time.sleep(POLL_INTERVAL_S)
     return time.monotonic() - started
+
+
+def async_client(url: str, **kwargs: Any) -> AsyncClient:
+    """A redis-py asyncio client for ``url``, for asserting through Redis in tests.
+
+    ``redis+cluster://`` and ``rediss+cluster://`` (the layer's cluster
+    ``hosts`` form) give a ``redis.asyncio.RedisCluster``, anything else a
+    ``redis.asyncio.Redis``.
+    """
+    if url.startswith(CLUSTER_SCHEMES):
+        return redis.asyncio.cluster.RedisCluster.from_url(url.replace("+cluster", "", 1), **kwargs)
+    return redis.asyncio.Redis.from_url(url, **kwargs)
 
 
 def _control_client(port: int, **kwargs: Any) -> redis.Redis:
@@ -175,6 +193,50 @@ def _replication_up(port: int, **kwargs: Any) -> bool:
     """Whether the replica on ``port`` reports ``master_link_status:up``."""
     info = _info_fields(_query(port, "INFO", "replication", **kwargs))
     return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+
+def _replica_ports(info: dict[str, Any]) -> list[int] | None:
+    """The ports of the online replicas listed in a master's ``INFO replication``."""
+    ports = []
+    for key, value in info.items():
+        if not (key.startswith("slave") and key[len("slave") :].isdigit()):
+            continue
+        # redis-py parses "ip=...,port=...,state=online" into a dict already.
+        fields = (
+            value
+            if isinstance(value, dict)
+            else dict(item.partition("=")[::2] for item in str(value).split(","))
+        )
+        if fields.get("state") != "online":
+            return None
+        ports.append(int(fields["port"]))
+    return ports
+
+
+def _wait_caught_up(master_port: int, *, timeout_s: float) -> float:
+    """Wait until every replica of ``master_port`` has applied every write made so far.
+
+    The target is the master's ``master_repl_offset`` now; a replica has
+    caught up when its own ``slave_repl_offset`` reaches it.
+    """
+    info = _query(master_port, "INFO", "replication")
+    if not isinstance(info, dict) or info.get("role") != "master":
+        msg = f"no master answers on port {master_port}"
+        raise TopologyError(msg)
+    target = int(info["master_repl_offset"])
+    ports = _replica_ports(info)
+    if not ports:
+        msg = f"the master on port {master_port} has no online replica: {info}"
+        raise TopologyError(msg)
+
+    def caught_up() -> bool:
+        for port in ports:
+            replica = _query(port, "INFO", "replication")
+            if not isinstance(replica, dict) or int(replica.get("slave_repl_offset", -1)) < target:
+                return False
+        return True
+
+    return _wait_until(caught_up, timeout_s=timeout_s, what=f"the replicas of {master_port}")
 
 
 # -- processes that RedisServer cannot run -------------------------------------
@@ -642,6 +704,20 @@ class RedisCluster:
         logger.info("failover of slot %d took %.2f s", slot, elapsed)
         return elapsed
 
+    def wait_replicated(self, *, timeout_s: float = DEFAULT_FAILOVER_TIMEOUT_S) -> float:
+        """Wait until every replica has acknowledged every write its master took.
+
+        Replication is asynchronous: a master killed right after a write may
+        take that write with it. Tests that must not lose data before a kill
+        call this first. Returns the seconds waited.
+        """
+
+        started = time.monotonic()
+        for node in self.cluster_nodes():
+            if node.is_master and node.slots:
+                _wait_caught_up(node.port, timeout_s=timeout_s)
+        return time.monotonic() - started
+
     def restore(self, *, timeout_s: float | None = None) -> None:
         """Start the killed nodes again (they rejoin as replicas) and wait until ready."""
         for server in self._killed:
@@ -929,6 +1005,13 @@ class RedisSentinel:
     ) -> None:
         self.stop()
 
+    def wait_replicated(self, *, timeout_s: float = DEFAULT_FAILOVER_TIMEOUT_S) -> float:
+        """Wait until the replicas have acknowledged every write the master took.
+
+        Returns the seconds waited.
+        """
+        return _wait_caught_up(self.master().port, timeout_s=timeout_s)
+
     def kill_master(self) -> RedisServer:
         """SIGKILL the current master; return it."""
         master = self.master()
@@ -1089,7 +1172,7 @@ class RedisTlsServer(_OwnedProcess):
         return f"rediss://{self.host}:{self.port}/0"
 
     @property
-    def ssl_kwargs(self) -> dict[str, str]:
+    def ssl_kwargs(self) -> dict[str, Any]:
         """redis-py connection arguments: the CA and the client certificate and key."""
         certs = self.certificates
         return {

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
-import redis.asyncio
-import redis.asyncio.cluster
 
 from devtools.redis_servers import RedisServer
 from devtools.redis_topologies import (
+    AsyncClient,
     RedisAclServer,
     RedisCluster,
     RedisSentinel,
     RedisTlsServer,
+    async_client,
 )
 
 TOPOLOGY_ENV = "STREAMS_LAYER_TEST_TOPOLOGY"
@@ -43,8 +42,6 @@ TOPOLOGY_OPTION = "--topology"
 STANDALONE = "standalone"
 CLUSTER = "cluster"
 TOPOLOGIES = (STANDALONE, CLUSTER)
-
-AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,15 +76,6 @@ def selected_topology(config: pytest.Config) -> str:
 def pytest_report_header(config: pytest.Config) -> str:
     """Name the topology in the run's header, so a report says what it ran against."""
     return f"redis topology: {selected_topology(config)}"
-
-
-def admin_client(url: str, **kwargs: Any) -> AsyncClient:
-    """A redis-py asyncio client for ``url``; ``redis+cluster://`` gives a ``RedisCluster``."""
-    for scheme in ("redis+cluster://", "rediss+cluster://"):
-        if url.startswith(scheme):
-            plain = url.replace("+cluster", "", 1)
-            return redis.asyncio.cluster.RedisCluster.from_url(plain, **kwargs)
-    return redis.asyncio.Redis.from_url(url, **kwargs)
 
 
 # -- topologies ----------------------------------------------------------------
@@ -161,7 +149,7 @@ def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
 @pytest.fixture
 async def topology_client(topology_url: str) -> AsyncIterator[AsyncClient]:
     """A redis-py asyncio client of the selected topology, for asserting through Redis."""
-    client = admin_client(topology_url)
+    client = async_client(topology_url)
     try:
         yield client
     finally:

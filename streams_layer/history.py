@@ -40,14 +40,8 @@ def parse_stream_id(value: Any) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def is_complete(after: str | None, info: Any) -> bool:
-    """Whether nothing after ``after`` was trimmed, from XINFO STREAM's reply."""
-    if after is None or not isinstance(info, dict):
+def is_complete(after: str | None, trimmed_upto: bytes | str | None) -> bool:
+    """Whether nothing recorded after ``after`` was trimmed from the history."""
+    if after is None or trimmed_upto is None:
         return True
-    deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
-    if deleted is not None:
-        return parse_stream_id(deleted) <= parse_stream_id(after)
-    first = info.get("first-entry") or info.get(b"first-entry")
-    if not first:
-        return True
-    return parse_stream_id(first[0]) <= parse_stream_id(after)
+    return parse_stream_id(trimmed_upto) <= parse_stream_id(after)

@@ -18,6 +18,7 @@ HISTORY = "history"
 DEAD = "dead"
 KINDS = (INBOX, CHANNEL, GROUP, HISTORY, DEAD)
 COUNTS_SUFFIX = ":n"
+TRIMMED_SUFFIX = ":trimmed"
 
 
 def client_of(channel: str) -> str:
@@ -61,6 +62,10 @@ class KeySpace:
     def history(self, name: str) -> str:
         """Bounded stream of a group's recorded messages."""
         return self._key(HISTORY, name)
+
+    def history_trimmed(self, name: str) -> str:
+        """String: ID of the newest entry trimmed from a group's history."""
+        return self._key(HISTORY, name) + TRIMMED_SUFFIX
 
     def dead(self, name: str) -> str:
         """Dead-letter stream of a normal channel's teams."""

@@ -280,7 +280,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         batcher = state.shards.batcher(group)
         stored = batcher.script(
             HISTORY_ADD,
-            [self.keys.history(group)],
+            [self.keys.history(group), self.keys.history_trimmed(group)],
             [self.codec.encode(message), self.config.history_size, self.config.group_expiry_s],
         )
         members_future = batcher.script(
@@ -311,14 +311,15 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             raise ValueError(f"limit must be an int from 1 to {MAX_HISTORY_LIMIT}, got {limit!r}")
         client = self._state().shards.client(group)
         key = self.keys.history(group)
-        info: Any = None
+        trimmed_upto: Any = None
         try:
             if after is None:
                 entries: Any = list(reversed(await client.xrevrange(key, count=limit) or []))
             else:
-                entries = await client.xrange(key, min=f"({after}", count=limit) or []
-                if entries or await client.exists(key):
-                    info = await client.xinfo_stream(key)
+                pipe = client.pipeline(transaction=False)
+                pipe.xrange(key, min=f"({after}", count=limit)
+                pipe.get(self.keys.history_trimmed(group))
+                entries, trimmed_upto = await pipe.execute()
         except NETWORK_ERRORS as exc:
             raise translate(exc) from exc
         messages = []
@@ -330,7 +331,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 continue
             message[HISTORY_ID_KEY] = entry_id.decode()
             messages.append(message)
-        return GroupHistory(messages=messages, complete=is_complete(after, info))
+        return GroupHistory(messages=messages, complete=is_complete(after, trimmed_upto))
 
     async def _members(self, group: str) -> list[str]:
         raw = (

@@ -7,9 +7,7 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -159,17 +157,21 @@ async def test_watch_refreshes_until_interrupted(
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "PYTHONUNBUFFERED": "1",
     }
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "streams_status", "--watch", "--json"],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "manage.py"),
+        "streams_status",
+        "--watch",
+        "--json",
         env=env,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    time.sleep(2.5)
+    await asyncio.sleep(2.5)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=15)
+    raw_out, raw_err = await asyncio.wait_for(process.communicate(), 15)
+    out, err = raw_out.decode(), raw_err.decode()
     assert process.returncode == 0, err
     snapshots = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert len(snapshots) >= 2

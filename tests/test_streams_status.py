@@ -108,7 +108,8 @@ async def test_status_matches_xinfo_from_a_separate_client(
     assert channel["key"] == channel_key
     assert channel["length"] == await redis_client.xlen(channel_key)
     assert channel["dead_letters"] == await redis_client.xlen(keys.dead("statistic")) == 1
-    first_id = (await redis_client.xrange(channel_key, count=1))[0][0]
+    first: Any = await redis_client.xrange(channel_key, count=1)
+    first_id = first[0][0]
     server_s, _micros = await redis_client.time()
     expected_age_ms = server_s * 1000 - int(first_id.split(b"-")[0])
     assert abs(channel["oldest_age_ms"] - expected_age_ms) < IDLE_TOLERANCE_MS
@@ -168,10 +169,11 @@ async def test_watch_refreshes_until_interrupted(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(2.5)
+    assert process.stdout is not None
+    lines = [await asyncio.wait_for(process.stdout.readline(), 30) for _ in range(2)]
     process.send_signal(signal.SIGINT)
     raw_out, raw_err = await asyncio.wait_for(process.communicate(), 15)
-    out, err = raw_out.decode(), raw_err.decode()
+    out, err = b"".join(lines).decode() + raw_out.decode(), raw_err.decode()
     assert process.returncode == 0, err
     snapshots = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert len(snapshots) >= 2

@@ -260,6 +260,7 @@ class TeamConsumer:
         self._next_claim_at = 0.0
         self._opened = False
         self._stopping = False
+        self._stopped = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<TeamConsumer {self.consumer!r} of team {self.team!r} on {self.channel!r}>"
@@ -281,9 +282,13 @@ class TeamConsumer:
     def stop(self) -> None:
         """Stop reading: the iteration ends once the entries already read are handed out.
 
-        Safe to call from a signal handler (``loop.add_signal_handler``).
+        Safe to call from a signal handler (``loop.add_signal_handler``). A
+        blocking read in progress is abandoned; should Redis have handed it
+        entries already, they stay pending and teammates claim them after
+        ``claim_idle_ms``.
         """
         self._stopping = True
+        self._stopped.set()
 
     async def aclose(self) -> None:
         """Stop, deliver the remaining acknowledgements, and leave the team if nothing is pending.
@@ -412,14 +417,23 @@ class TeamConsumer:
 
     async def _read(self) -> None:
         client = self._state().shards.client(self.channel)
-        try:
-            reply = await client.xreadgroup(
-                self.team,
-                self.consumer,
-                {self._key: ">"},
-                count=self.batch,
-                block=self.block_ms,
+        read = asyncio.ensure_future(
+            client.xreadgroup(
+                self.team, self.consumer, {self._key: ">"}, count=self.batch, block=self.block_ms
             )
+        )
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not read.done():
+                read.cancel()
+            await asyncio.gather(read, stopped, return_exceptions=True)
+        if read.cancelled():
+            return
+        try:
+            reply = read.result()
         except ResponseError as exc:
             if stream_gone(exc):  # the stream expired or was flushed: open it again
                 self._opened = False

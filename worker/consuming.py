@@ -15,6 +15,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer
 
+from streams_layer.team import default_consumer_name
 from worker.aggregate import record_requests
 from worker.records import InvalidRecordError, parse_message
 
@@ -33,34 +34,31 @@ class WorkerCounters:
     per_consumer: dict[str, int] = field(default_factory=dict)
 
 
-async def consume(
+async def consume(  # noqa: PLR0913 - a team member's settings
     layer: BaseChannelLayer,
     channel: str,
     *,
+    team: str,
     consumer: str,
     handle: Handler,
     stop: asyncio.Event,
 ) -> None:
-    """Receive from ``channel`` and hand every message to ``handle`` until ``stop`` is set.
+    """Hand every message of ``channel`` to ``handle`` as a member of ``team`` until ``stop``.
 
-    Every ``receive()`` on a normal channel is a read in the layer's team
-    (its consumer group), so concurrent consumers share the messages and
-    each message reaches one of them. A message once received is always
-    handled completely; ``stop`` only interrupts waiting for the next one.
+    Uses streams_layer's team API: a message is acknowledged only after
+    ``handle`` returns, so one that a killed worker had read is handled by a
+    teammate; one whose handler raises is retried, and moves to the dead
+    letters after ``max_deliveries``. ``stop`` lets the message in hand (and
+    the rest of its batch) finish, then leaves the team.
     """
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        while not stop.is_set():
-            receiving = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not receiving.done():
-                receiving.cancel()
-                await asyncio.gather(receiving, return_exceptions=True)
-                return
-            await handle(receiving.result())
-            logger.debug("consumer %s handled a message", consumer)
-    finally:
-        stopping.cancel()
+    member = f"{default_consumer_name()}-{consumer}"  # unique across processes
+    async with layer.consume(channel, team=team, consumer=member) as members:
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(lambda _: members.stop())
+        try:
+            await members.run(handle)
+        finally:
+            stopper.cancel()
 
 
 def make_handler(counters: WorkerCounters, consumer: str) -> Handler:
@@ -105,7 +103,12 @@ async def run_team(
     tasks = [
         asyncio.create_task(
             consume(
-                layer, spec.channel, consumer=name, handle=make_handler(counters, name), stop=stop
+                layer,
+                spec.channel,
+                team=spec.team,
+                consumer=name,
+                handle=make_handler(counters, name),
+                stop=stop,
             ),
             name=name,
         )

@@ -80,8 +80,6 @@ class Command(BaseCommand):
         self, *, channel: str, team: str, consumers: int, progress_interval_s: float
     ) -> None:
         backend, config = self._layer_config()
-        # The team is the consumer group that receive() reads through.
-        config["team"] = team
         layer: BaseChannelLayer = import_string(backend)(**config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

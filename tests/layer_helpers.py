@@ -33,7 +33,7 @@ BACKEND_ENV = "STREAMS_LAYER_TEST_BACKEND"
 # wrong implementation fails fast instead of hanging.
 RECEIVE_TIMEOUT_S = 2.0
 # How long to wait for a message that must not come.
-NOTHING_TIMEOUT_S = 0.5
+NOTHING_TIMEOUT_S = 0.3
 
 Message = dict[str, Any]
 

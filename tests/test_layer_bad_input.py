@@ -54,7 +54,7 @@ async def _assert_nothing_enqueued_and_still_working(
     layer: Any, channel: str, client: redis.asyncio.Redis, prefix: str
 ) -> None:
     assert await queued_entries(client, prefix) == 0
-    assert await receives_nothing(layer, channel)
+    assert await receives_nothing(layer, channel, 0.2)
     await layer.send(channel, {"type": "ok"})
     assert await receive_within(layer, channel) == {"type": "ok"}
 

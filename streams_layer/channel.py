@@ -115,7 +115,10 @@ class ChannelReceiver:
         self._resume.add(channel)
         pipe = self._shards.client(channel).pipeline(transaction=False)
         if acks:
-            pipe.evalsha(CHAN_ACK.sha, 1, key, team, self._config.expiry_ms, *acks)
+            # execute_command: redis-py's cluster pipeline refuses pipe.evalsha().
+            pipe.execute_command(
+                "EVALSHA", CHAN_ACK.sha, 1, key, team, self._config.expiry_ms, *acks
+            )
         pipe.xreadgroup(
             team,
             self._consumer,

@@ -491,7 +491,11 @@ async def _unlink_matching(client: Any, pattern: str) -> None:
 async def _scan_node(client: RedisCluster, node: Any, pattern: str) -> Any:
     cursor = 0
     while True:
-        cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
+        # On a cluster client SCAN answers {node name: cursor}, keys.
+        cursors, keys = await client.scan(
+            cursor, match=pattern, count=SCAN_COUNT, target_nodes=node
+        )
+        cursor = cursors[node.name]
         for key in keys:
             yield key
         if not cursor:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis.asyncio
 
 from devtools.redis_servers import RedisServer
+from devtools.redis_topologies import async_client
 
 pytest_plugins = ["tests.topologies"]
 
@@ -31,9 +33,13 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: RedisServer) -> str:
-    """The URL of the session's Redis server, ``redis://127.0.0.1:PORT/0``."""
-    return redis_server.url
+def redis_url(topology_url: str) -> str:
+    """The URL of the session's Redis server, ``redis://127.0.0.1:PORT/0``.
+
+    Under ``--topology=cluster`` it is a 6-node cluster's ``redis+cluster://``
+    URL instead (see ``tests/topologies.py``).
+    """
+    return topology_url
 
 
 @pytest.fixture
@@ -52,7 +58,8 @@ def own_redis() -> Iterator[RedisServer]:
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     """A redis-py asyncio client to the session's server, for asserting through Redis itself."""
-    client = redis.asyncio.Redis.from_url(redis_url)
+    # A RedisCluster under --topology=cluster: it has every command the tests use.
+    client = cast("redis.asyncio.Redis", async_client(redis_url))
     try:
         yield client
     finally:

@@ -492,9 +492,8 @@ async def _scan_node(client: RedisCluster, node: Any, pattern: str) -> Any:
     cursor = 0
     while True:
         # On a cluster client SCAN answers {node name: cursor}, keys.
-        cursors, keys = await client.scan(
-            cursor, match=pattern, count=SCAN_COUNT, target_nodes=node
-        )
+        reply: Any = await client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
+        cursors, keys = reply
         cursor = cursors[node.name]
         for key in keys:
             yield key

@@ -130,7 +130,7 @@ def consumer_pending(client: redis.Redis, key: str, consumer: str) -> int:
 
 
 def team_pending(client: redis.Redis, key: str) -> int:
-    return int(client.xpending(key, TEAM)["pending"])  # type: ignore[index]
+    return int(client.xpending(key, TEAM)["pending"])
 
 
 async def test_sigkilled_worker_loses_nothing_and_duplicates_only_its_unacknowledged(

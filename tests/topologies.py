@@ -22,8 +22,12 @@ environment variable ``STREAMS_LAYER_TEST_TOPOLOGY=cluster``) makes
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -154,3 +158,164 @@ async def topology_client(topology_url: str) -> AsyncIterator[AsyncClient]:
         yield client
     finally:
         await client.aclose()
+
+
+# -- steady traffic across a failover ------------------------------------------
+
+SEND_INTERVAL_S = 0.005
+RETRY_DELAY_S = 0.02
+
+
+@dataclass
+class SendLog:
+    """Start and end (monotonic seconds) of every successful send, and the errors seen."""
+
+    ok: list[tuple[float, float, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def first_ok_started_after(self, moment: float) -> float | None:
+        """End time of the first successful send started at or after ``moment``."""
+        return next((end for start, end, _ in self.ok if start >= moment), None)
+
+    def numbers(self) -> set[int]:
+        """The numbers of the messages that were sent successfully."""
+        return {number for _, _, number in self.ok}
+
+
+@dataclass
+class FailoverTraffic:
+    """Steady send/receive, group and team traffic between two layers, for failover tests.
+
+    ``sender`` sends numbered messages, every ``SEND_INTERVAL_S``, to the
+    normal channel ``busy`` (``receiver.receive``d), to the group ``room``
+    (whose member is one of ``receiver``'s specific channels) and to the team
+    channel ``work`` (consumed by ``receiver.consume(..., team="t")``, which
+    acknowledges after recording). Errors are recorded and retried, never
+    raised: the test asserts on what arrived and when.
+    """
+
+    sender: Any
+    receiver: Any
+    busy: str
+    work: str
+    room: str = "room"
+    busy_sent: SendLog = field(default_factory=SendLog)
+    group_sent: SendLog = field(default_factory=SendLog)
+    work_sent: SendLog = field(default_factory=SendLog)
+    busy_received: list[tuple[float, int]] = field(default_factory=list)
+    group_received: list[tuple[float, int]] = field(default_factory=list)
+    work_received: list[tuple[float, int]] = field(default_factory=list)
+    receive_errors: list[str] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _sending: bool = True
+
+    async def start(self) -> None:
+        """Join the group and start every loop; returns once each kind has arrived once."""
+        member = await self.receiver.new_channel()
+        await self.sender.group_add(self.room, member)
+        self._tasks = [
+            asyncio.create_task(self._send_loop(self._send_busy, self.busy_sent)),
+            asyncio.create_task(self._send_loop(self._send_group, self.group_sent)),
+            asyncio.create_task(self._send_loop(self._send_work, self.work_sent)),
+            asyncio.create_task(self._receive_loop(self.busy, self.busy_received)),
+            asyncio.create_task(self._receive_loop(member, self.group_received)),
+            asyncio.create_task(self._team_loop()),
+        ]
+        await self.wait_all_arrive_after(time.monotonic())
+
+    async def wait_all_arrive_after(self, moment: float, timeout_s: float = 15.0) -> float:
+        """Wait until a message of each kind arrived after ``moment``; the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        while not all(
+            any(at >= moment for at, _ in received)
+            for received in (self.busy_received, self.group_received, self.work_received)
+        ):
+            if time.monotonic() > deadline:
+                msg = (
+                    f"traffic did not resume within {timeout_s} s: "
+                    f"send errors {self.error_summary()}, receive errors {self.receive_errors[-3:]}"
+                )
+                raise AssertionError(msg)
+            await asyncio.sleep(0.01)
+        return time.monotonic() - started
+
+    async def stop_sending(self) -> None:
+        """Stop the send loops (receivers keep running)."""
+        self._sending = False
+        await asyncio.sleep(SEND_INTERVAL_S * 4)
+
+    async def wait_team_received_everything(self, timeout_s: float = 15.0) -> set[int]:
+        """Wait until every successfully sent team message arrived; return the missing ones."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = self.work_sent.numbers() - {n for _, n in self.work_received}
+            if not missing or time.monotonic() > deadline:
+                return missing
+            await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        """Cancel every loop."""
+        self._sending = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def error_summary(self) -> dict[str, int]:
+        """How many send errors of each type were seen."""
+        counts: dict[str, int] = {}
+        for log in (self.busy_sent, self.group_sent, self.work_sent):
+            for error in log.errors:
+                kind = error.split(":", 1)[0]
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    # -- loops -----------------------------------------------------------------
+
+    async def _send_busy(self, number: int) -> None:
+        await self.sender.send(self.busy, {"type": "busy", "n": number})
+
+    async def _send_group(self, number: int) -> None:
+        await self.sender.group_send(self.room, {"type": "room", "n": number})
+
+    async def _send_work(self, number: int) -> None:
+        await self.sender.send(self.work, {"type": "work", "n": number})
+
+    async def _send_loop(self, send: Callable[[int], Awaitable[None]], log: SendLog) -> None:
+        number = 0
+        while self._sending:
+            started = time.monotonic()
+            try:
+                await send(number)
+            except Exception as exc:  # noqa: BLE001 - recorded; the test judges the gap
+                log.errors.append(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            log.ok.append((started, time.monotonic(), number))
+            number += 1
+            await asyncio.sleep(SEND_INTERVAL_S)
+
+    async def _receive_loop(self, channel: str, received: list[tuple[float, int]]) -> None:
+        while True:
+            try:
+                message = await self.receiver.receive(channel)
+            except Exception as exc:  # noqa: BLE001 - recorded and retried
+                self.receive_errors.append(f"{channel}: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(RETRY_DELAY_S)
+                continue
+            received.append((time.monotonic(), int(message["n"])))
+
+    async def _team_loop(self) -> None:
+        while True:
+            try:
+                async with self.receiver.consume(
+                    self.work, team="t", consumer="c1", claim_idle_ms=500
+                ) as team:
+                    async for delivery in team:
+                        async with delivery:
+                            self.work_received.append(
+                                (time.monotonic(), int(delivery.message["n"]))
+                            )
+            except Exception as exc:  # noqa: BLE001 - recorded; the member rejoins
+                self.receive_errors.append(f"team: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(RETRY_DELAY_S)

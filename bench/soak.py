@@ -35,6 +35,7 @@ import asyncio
 import csv
 import logging
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -109,6 +110,8 @@ class Soak:
     samples: list[Sample] = field(default_factory=list)
     late_keys: list[str] = field(default_factory=list)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # the connection tasks of each layer instance, cancelled when it is replaced
+    by_layer: dict[int, set[asyncio.Task[Any]]] = field(default_factory=dict)
 
     def new_layer(self) -> RedisStreamsChannelLayer:
         return RedisStreamsChannelLayer(
@@ -118,10 +121,14 @@ class Soak:
             group_expiry=GROUP_EXPIRY_S,
         )
 
-    def spawn(self, coro: Awaitable[Any]) -> None:
+    def spawn(self, coro: Awaitable[Any], owner: RedisStreamsChannelLayer | None = None) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self._done)
+        if owner is not None:
+            owned = self.by_layer.setdefault(id(owner), set())
+            owned.add(task)
+            task.add_done_callback(owned.discard)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
@@ -176,6 +183,8 @@ async def connection(soak: Soak, layer: RedisStreamsChannelLayer) -> None:
             soak.counts["received"] += 1
     finally:
         soak.live.remove(entry)
+    if layer not in soak.layers:
+        return
     if random.random() < ABANDON_SHARE:
         soak.counts["abandoned"] += 1
         return
@@ -215,7 +224,8 @@ async def churn(soak: Soak) -> None:
     producer = soak.new_layer()
 
     async def connect() -> None:
-        soak.spawn(connection(soak, random.choice(soak.layers)))
+        layer = random.choice(soak.layers)
+        soak.spawn(connection(soak, layer), owner=layer)
 
     async def group_send() -> None:
         await guarded(
@@ -246,13 +256,19 @@ async def churn(soak: Soak) -> None:
         soak.one_off[name] = time.monotonic()
 
     async def replace() -> None:
+        next_at = REPLACE_EVERY_S
         while soak.running:
-            await asyncio.sleep(REPLACE_EVERY_S)
-            if not soak.running:
-                return
+            await asyncio.sleep(TICK_S)
+            if soak.elapsed_s < next_at:
+                continue
+            next_at += REPLACE_EVERY_S
             index = random.randrange(len(soak.layers))
             old, soak.layers[index] = soak.layers[index], soak.new_layer()
-            soak.live[:] = [entry for entry in soak.live if entry[0] is not old]
+            # The old instance "crashes": its connections stop, nothing is discarded.
+            owned = soak.by_layer.pop(id(old), set())
+            for task in owned:
+                task.cancel()
+            await asyncio.gather(*owned, return_exceptions=True)
             await old.close()
             soak.dead_clients[old.client_id] = time.monotonic()
             soak.counts["replaced"] += 1
@@ -267,11 +283,13 @@ async def churn(soak: Soak) -> None:
         every(soak, ONE_OFF_CHANNELS_PER_S, one_off),
         replace(),
     )
+    stopping = time.monotonic()
     for task in list(soak.tasks):
         task.cancel()
     await asyncio.gather(*soak.tasks, return_exceptions=True)
     for layer in [*soak.layers, *readers, producer]:
         await layer.close()
+    soak.counts["close_ms"] = int((time.monotonic() - stopping) * 1000)
 
 
 def gone_bound_s() -> float:
@@ -333,16 +351,17 @@ def flatness(values: list[int], slack: float) -> tuple[float, float, bool]:
     return middle_mean, last_mean, last_mean <= middle_mean * (1 + FLAT_TOLERANCE) + slack
 
 
-async def drain_check(admin: redis.asyncio.Redis) -> tuple[float, list[bytes]]:
-    """After everything closed: seconds until the prefix is empty, and what is left."""
+async def drain_check(admin: redis.asyncio.Redis) -> tuple[int, float, list[bytes]]:
+    """After everything closed: keys at first, seconds until the prefix is empty, what is left."""
     started = time.monotonic()
+    at_close = len([key async for key in admin.scan_iter(match=f"{PREFIX}:*", count=1000)])
     left: list[bytes] = []
     while time.monotonic() - started < gone_bound_s():
         left = [key async for key in admin.scan_iter(match=f"{PREFIX}:*", count=1000)]
         if not left:
             break
         await asyncio.sleep(0.5)
-    return time.monotonic() - started, left
+    return at_close, time.monotonic() - started, left
 
 
 def write_csv(path: Path, samples: list[Sample]) -> None:
@@ -424,7 +443,7 @@ async def run(url: str, minutes: float, out_dir: Path) -> int:
         sampling = asyncio.ensure_future(sampler(soak, admin))
         await churn(soak)
         await sampling
-        drain_s, left = await drain_check(admin)
+        at_close, drain_s, left = await drain_check(admin)
     finally:
         await admin.aclose()
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
@@ -454,11 +473,18 @@ async def run(url: str, minutes: float, out_dir: Path) -> int:
     out.write(f"abandoned keys outliving {gone_bound_s():g} s: {len(soak.late_keys)}\n")
     for key in soak.late_keys[:10]:
         out.write(f"  {key}\n")
-    out.write(f"after closing everything the prefix was empty after {drain_s:.1f} s")
+    out.write(
+        f"after closing everything: {at_close} keys; the prefix was empty after {drain_s:.1f} s"
+    )
     out.write(f"; keys left: {len(left)}\n" if left else "\n")
     failed |= bool(soak.late_keys) or bool(left) or soak.counts["task_errors"] > 0
     out.write("RESULT: " + ("FAIL" if failed else "PASS") + "\n")
     return 1 if failed else 0
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    del frame
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=DOCS, help="directory for soak.csv/.svg")
     args = parser.parse_args(argv)
+    # A plain `kill` must still stop the Redis server this process started.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     with RedisServer() as server:
         return asyncio.run(run(server.url, args.minutes, args.out))

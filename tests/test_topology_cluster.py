@@ -149,7 +149,9 @@ async def test_writes_resume_quickly_when_the_busy_master_dies(
         await asyncio.to_thread(own_cluster.wait_replicated)
         killed = own_cluster.kill_master_of(keys.channel("busy"))
         killed_at = time.monotonic()
+        promoted = asyncio.create_task(asyncio.to_thread(own_cluster.wait_failover))
         await traffic.wait_all_arrive_after(killed_at)
+        promoted_s = await promoted
         resumed_at = traffic.busy_sent.first_ok_started_after(killed_at)
         assert resumed_at is not None
         gap_s = resumed_at - killed_at
@@ -157,7 +159,8 @@ async def test_writes_resume_quickly_when_the_busy_master_dies(
         await traffic.stop_sending()
         missing = await traffic.wait_team_received_everything()
         print(
-            f"\ncluster failover: write gap {gap_s:.2f} s (killed port {killed.port}); "
+            f"\ncluster failover: write gap {gap_s:.2f} s, replica promoted after "
+            f"{promoted_s:.2f} s (killed port {killed.port}); "
             f"send errors {traffic.error_summary()}; team sent {len(traffic.work_sent.ok)}, "
             f"missing {sorted(missing)[:10]}"
         )

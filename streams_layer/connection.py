@@ -60,7 +60,8 @@ def make_client(host: dict[str, Any]) -> Client:
         address = kwargs.pop("address")
         return aioredis.Redis.from_url(address, **kwargs)
     if "master_name" in kwargs:
-        return aioredis.Redis(connection_pool=create_pool(kwargs))
+        # from_pool: the client owns the pool, so aclose() disconnects it.
+        return aioredis.Redis.from_pool(create_pool(kwargs))
     return aioredis.Redis(**kwargs)
 
 
@@ -217,5 +218,14 @@ class ShardSet:
         for client in self.clients:
             try:
                 await client.aclose()
+                await _close_sentinels(client)
             except NETWORK_ERRORS as exc:
                 logger.debug("closing a client failed: %r", exc)
+
+
+async def _close_sentinels(client: Client) -> None:
+    """Close the connections a Sentinel pool holds to the sentinels themselves."""
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, aioredis.sentinel.SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()

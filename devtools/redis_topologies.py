@@ -63,6 +63,7 @@ from devtools.redis_servers import (
 __all__ = [
     "DEFAULT_MASTER_NAME",
     "LAYER_ACL_COMMANDS",
+    "LAYER_ACL_MINIMAL_COMMANDS",
     "AsyncClient",
     "ClusterNode",
     "RedisAclServer",
@@ -109,11 +110,29 @@ RSA_BITS = "2048"
 # start syncing at once instead of waiting for more replicas to batch with.
 REPLICATION_ARGS: tuple[str, ...] = ("--repl-diskless-sync-delay", "0")
 
-# The command set the layer needs (streams, sorted sets, hashes, Lua scripts,
-# key expiry, SCAN-based flush) and the connection commands redis-py sends.
-# Kept as categories plus the few commands outside them; `-@dangerous` drops
-# KEYS, FLUSHALL, CONFIG, DEBUG, SHUTDOWN and the like.
+# The short ACL command rule for the layer: everything but the dangerous
+# commands (KEYS, FLUSHALL, CONFIG, DEBUG, SHUTDOWN, INFO, ...).
 LAYER_ACL_COMMANDS: tuple[str, ...] = ("+@all", "-@dangerous")
+# The explicit rule: only the commands the layer sends, directly or from its
+# Lua scripts (read from streams_layer/*.py and scripts/*.lua, checked by
+# running every operation under it), plus the connection commands redis-py
+# sends (HELLO, PING; redis-py ignores a refused CLIENT SETINFO, which 7.0 lacks).
+LAYER_ACL_MINIMAL_COMMANDS: tuple[str, ...] = (
+    "-@all",
+    *(
+        f"+{command}"
+        for command in (
+            "hello", "ping", "time",
+            "exists", "type", "ttl", "expire", "unlink", "scan",
+            "eval", "evalsha", "script|load",
+            "set", "hget", "hdel", "hincrby", "hlen",
+            "zadd", "zrange", "zrem", "zremrangebyscore", "zcard",
+            "xadd", "xack", "xautoclaim", "xdel", "xlen", "xpending", "xrange",
+            "xrevrange", "xread", "xreadgroup", "xtrim",
+            "xgroup|create", "xgroup|delconsumer", "xinfo|consumers", "xinfo|groups",
+        )
+    ),
+)  # fmt: skip
 
 Predicate = Callable[[], bool]
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -1221,13 +1240,15 @@ class RedisTlsServer(_OwnedProcess):
 # -- ACL -----------------------------------------------------------------------
 
 
-def layer_acl_rules(prefix: str) -> list[str]:
+def layer_acl_rules(prefix: str, *, minimal: bool = False) -> list[str]:
     """The ``ACL SETUSER`` rules that let a user run the layer under ``prefix`` and nothing else.
 
     Keys are limited to ``<prefix>:*`` (every key the layer makes starts so),
-    Pub/Sub channels to none, commands to :data:`LAYER_ACL_COMMANDS`.
+    Pub/Sub channels to none, commands to :data:`LAYER_ACL_COMMANDS`, or to
+    :data:`LAYER_ACL_MINIMAL_COMMANDS` when ``minimal``.
     """
-    return [f"~{prefix}:*", "resetchannels", *LAYER_ACL_COMMANDS]
+    commands = LAYER_ACL_MINIMAL_COMMANDS if minimal else LAYER_ACL_COMMANDS
+    return [f"~{prefix}:*", "resetchannels", *commands]
 
 
 class RedisAclServer:

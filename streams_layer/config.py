@@ -33,7 +33,7 @@ DEFAULT_SOCKET_TIMEOUT_S = 10.0
 DEFAULT_READ_COUNT = 512
 # Keys live this much longer than the messages they hold, so that a TTL never
 # removes a message that expiry has not.
-KEY_TTL_MARGIN_S = 10
+KEY_TTL_MARGIN_S = 1
 # Expired entries removed by one send: the work of expiring is spread over sends.
 EXPIRE_BATCH = 64
 # Seconds between sweeps of local buffers for expired messages.

@@ -19,6 +19,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from django.urls import re_path
 
+# Channels closes old database connections around every consumer message.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 BACKENDS = [
     "channels_redis.core.RedisChannelLayer",
     "streams_layer.RedisStreamsChannelLayer",

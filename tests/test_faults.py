@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from layer_helpers import LayerFactory
 
 from devtools.redis_servers import RedisServer
 from streams_layer.exceptions import StreamsLayerError
+from tests.layer_helpers import LayerFactory
 
 FLOWS = ("specific", "group", "normal")
 GROUP = "faults-room"

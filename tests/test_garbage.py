@@ -19,10 +19,10 @@ from typing import Any
 import msgpack
 import pytest
 import redis.asyncio
-from layer_helpers import LayerFactory, receive_within
 
 from streams_layer.exceptions import StreamsLayerError
 from streams_layer.keys import KeySpace, client_of
+from tests.layer_helpers import LayerFactory, receive_within
 
 KEY = "garbage-test-key"
 OTHER_KEY = "somebody-elses-key"
@@ -36,7 +36,7 @@ async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]
     await factory.aclose()
 
 
-def garbage_entries(channel: str) -> list[dict[str, Any]]:
+def garbage_entries(channel: str) -> list[dict[Any, Any]]:
     """Stream entries that no layer writes (fields as given to XADD)."""
     return [
         {"x": "no c and no m"},
@@ -69,7 +69,7 @@ def skip_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def interleave(
     client: redis.asyncio.Redis,
     key: str,
-    garbage: list[dict[str, Any]],
+    garbage: list[dict[Any, Any]],
     send_valid: Any,
 ) -> int:
     """Valid message 0, garbage, valid 1, garbage, ...; returns the number of valid ones."""

@@ -42,7 +42,6 @@ import pytest
 import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from layer_helpers import keys_under, queued_entries, receives_nothing
 
 from streams_layer import RedisStreamsChannelLayer
 from streams_layer.exceptions import (
@@ -51,6 +50,7 @@ from streams_layer.exceptions import (
     MessageTooLarge,
     StreamsLayerError,
 )
+from tests.layer_helpers import keys_under, queued_entries, receives_nothing
 
 T = TypeVar("T")
 

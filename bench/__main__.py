@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from bench import backlog, concurrent, fanout, latency, p2p, raw, worker
+from bench import backlog, concurrent, fanout, latency, p2p, raw, soak, worker
 from bench.context import Ctx, Measurement, Metric, Sizes
 from bench.layers import DEFAULT_LAYERS, LayerSpec, import_class, parse_layers
 from bench.pool import JobError, Pool
@@ -138,6 +138,8 @@ def run_redis_benchmark(ctx: Ctx, port: int, raw_spec: LayerSpec) -> list[Measur
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
+    if "--soak" in (sys.argv[1:] if argv is None else argv):  # the soak mode: bench/soak.py
+        return soak.main([a for a in (sys.argv[1:] if argv is None else argv) if a != "--soak"])
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

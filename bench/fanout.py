@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +23,14 @@ import redis.asyncio
 from bench.common import INFO_TIMEOUT_S, RESULT_GRACE_S, SUBSCRIBE_GRACE_S, Env
 from bench.context import Ctx, Measurement, Metric
 from bench.layers import LayerSpec, close_layer
-from bench.messages import MSG_TYPE, WARMUP_TYPE, Receiver, Tracker, bench_message, now
+from bench.messages import MSG_TYPE, WARMUP_TYPE, Tracker, bench_message, now
 from bench.pool import Control, Job
 
 GROUP = "bench-fanout"
 ACK_KEY = "bench:ack"
 PROCESSES = 2
 MS = 1000.0
+WATCH_S = 0.2
 LAST_MEMBER = Metric("last-member latency", "ms", "lower")
 DELIVERIES = Metric("deliveries", "deliveries/s", "higher")
 SHARE = Metric("share delivered", "%", "higher")
@@ -52,6 +54,7 @@ class Members:
         self.counts: dict[int, int] = {}
         self.last: dict[int, float] = {}
         self.trackers: list[Tracker] = []
+        self.last_activity = now()
 
     async def delivered(self, seq: int) -> None:
         """One member has ``seq``; ack it once all of them have."""
@@ -60,17 +63,19 @@ class Members:
         if self.counts[seq] == self.members and self.acks is not None:
             await self.acks.rpush(ACK_KEY, seq)
 
-    async def member(self, receiver: Receiver, plan: MemberPlan, env: Env, deadline: float) -> None:
-        """Receive one member's messages."""
+    async def member(self, layer: Any, channel: str, sends: int) -> None:
+        """Receive one member's messages with plain ``receive()`` calls.
+
+        No per-message timeout wrapper: with 1,000 members it would cost more
+        than the layers under test. :func:`_watch` ends stalled members.
+        """
         tracker = Tracker()
         self.trackers.append(tracker)
-        while tracker.unique < plan.sends and now() < deadline:
-            message = await receiver.next(min(env.idle_s, max(0.001, deadline - now())))
-            if message is None:
-                break
+        while tracker.unique < sends:
+            message = await layer.receive(channel)
+            self.last_activity = now()
             if message.get("type") == MSG_TYPE and tracker.add(message["s"], message["q"]):
                 await self.delivered(message["q"])
-        await receiver.close()
 
     def summary(self) -> dict[str, Any]:
         """A picklable summary for the parent."""
@@ -93,18 +98,34 @@ async def member_job(ctl: Control, *, env: Env, plan: MemberPlan) -> dict[str, A
         channels = [await layer.new_channel() for _ in range(plan.members)]
         for channel in channels:
             await layer.group_add(GROUP, channel)
-        receivers = [Receiver(layer, channel) for channel in channels]
-        for receiver in receivers:
-            receiver.start()
+        tasks = [
+            asyncio.ensure_future(members.member(layer, channel, plan.sends))
+            for channel in channels
+        ]
         await asyncio.sleep(SUBSCRIBE_GRACE_S)
         ctl.info(ready=True)
-        deadline = now() + env.deadline_s
-        await asyncio.gather(*(members.member(r, plan, env, deadline) for r in receivers))
+        members.last_activity = now()
+        await _watch(tasks, members, env)
     finally:
         await close_layer(layer)
         if members.acks is not None:
             await members.acks.aclose()
     return members.summary()
+
+
+async def _watch(tasks: Sequence[asyncio.Future[None]], members: Members, env: Env) -> None:
+    """Wait for the member tasks; cancel them when idle for ``idle_s`` or at the deadline."""
+    deadline = now() + env.deadline_s
+    pending: set[asyncio.Future[None]] = set(tasks)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=WATCH_S)
+        if pending and (now() - members.last_activity > env.idle_s or now() > deadline):
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return
+    for task in tasks:
+        task.result()  # a failed receive fails the job
 
 
 async def sender_job(

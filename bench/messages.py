@@ -56,6 +56,7 @@ class Tracker:
     last_new_t: float | None = None
     seen: dict[int, set[int]] = field(default_factory=dict)
     highest: dict[int, int] = field(default_factory=dict)
+    unique: int = 0
 
     def add(self, sender: int, seq: int) -> bool:
         """Record one delivery; return whether it was new."""
@@ -69,17 +70,13 @@ class Tracker:
             self.duplicated += 1
             return False
         seen.add(seq)
+        self.unique += 1
         self.last_new_t = t
         if seq < self.highest.get(sender, -1):
             self.out_of_order += 1
         else:
             self.highest[sender] = seq
         return True
-
-    @property
-    def unique(self) -> int:
-        """Number of distinct (sender, seq) pairs received."""
-        return sum(len(seqs) for seqs in self.seen.values())
 
     def summary(self, *, with_seqs: bool = False) -> dict[str, Any]:
         """A picklable summary for the parent process."""

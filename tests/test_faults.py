@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -365,6 +365,94 @@ async def test_capacity_is_given_back_after_dropped_connections(
         for n in range(capacity):
             await sender.send(channel, {"type": "after", "n": n})
     finally:
+        await admin.aclose()
+        with contextlib.suppress(*TYPED_ERRORS):
+            await asyncio.wait_for(factory.aclose(), 15)
+
+
+# -- teams (at least once) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    """A private Redis that writes every command to its AOF, so a SIGKILL loses no data."""
+    with RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")) as server:
+        yield server
+
+
+async def test_team_loses_nothing_across_crashes_connection_drops_and_a_freeze(
+    durable_redis: RedisServer, prefix: str
+) -> None:
+    factory = LayerFactory([durable_redis.url], prefix)
+    admin = redis.asyncio.Redis.from_url(durable_redis.url)
+    producer = factory()
+    members = [factory(), factory()]
+    sent: list[int] = []
+    handled: list[int] = []
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(producer.send("faults.team", {"type": "job", "n": n}), 12)
+            except TYPED_ERRORS:
+                pass  # outcome unknown: it may or may not be handled
+            else:
+                sent.append(n)
+            n += 1
+            await asyncio.sleep(SEND_GAP_S)
+
+    async def member(layer: Any, name: str) -> None:
+        while not stop.is_set():
+            try:
+                async with layer.consume(
+                    "faults.team", team="workers", consumer=name, claim_idle_ms=1000
+                ) as team:
+                    async for delivery in team:
+                        async with delivery:
+                            handled.append(int(delivery.message["n"]))
+            except TYPED_ERRORS:
+                await asyncio.sleep(0.1)  # opening or closing met the fault: join again
+
+    tasks = [asyncio.ensure_future(produce())]
+    tasks += [asyncio.ensure_future(member(m, f"m{i}")) for i, m in enumerate(members)]
+    try:
+        faults = [
+            ("crash", durable_redis.kill, durable_redis.start),
+            ("CLIENT KILL", None, None),
+            ("freeze", durable_redis.pause, durable_redis.resume),
+            ("crash", durable_redis.kill, durable_redis.start),
+            ("CLIENT KILL", None, None),
+        ]
+        for name, fault, heal in faults:
+            await asyncio.sleep(1.0)
+            if fault is None:
+                await admin.client_kill_filter(_type="normal")
+            else:
+                await asyncio.to_thread(fault)
+                await asyncio.sleep(3.0 if name == "freeze" else 0.3)
+                assert heal is not None
+                await asyncio.to_thread(heal)
+        await asyncio.sleep(1.0)
+        stop.set()
+        # Everything sent must be handled, by claims of stale entries if need be.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECOVER_S
+        while not set(sent) <= set(handled) and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        missing = sorted(set(sent) - set(handled))
+        duplicates = len(handled) - len(set(handled))
+        print(
+            f"team: sent {len(sent)}, handled {len(set(handled))} distinct, "
+            f"{duplicates} redelivered, missing {len(missing)}"
+        )
+        assert missing == []
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await admin.aclose()
         with contextlib.suppress(*TYPED_ERRORS):
             await asyncio.wait_for(factory.aclose(), 15)

@@ -10,7 +10,7 @@ from typing import Any
 
 import channels.exceptions
 import pytest
-from layer_helpers import LayerFactory, numbered, receive_within, receives_nothing
+from tests.layer_helpers import LayerFactory, numbered, receive_within, receives_nothing
 
 import streams_layer
 from streams_layer.exceptions import ChannelFull, StreamsLayerError

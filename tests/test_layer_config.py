@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from layer_helpers import (
+from tests.layer_helpers import (
     LayerFactory,
     keys_under,
     layer_class,

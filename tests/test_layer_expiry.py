@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from layer_helpers import LayerFactory, keys_under, receive_within, receives_nothing
+from tests.layer_helpers import LayerFactory, keys_under, receive_within, receives_nothing
 
 EXPIRY_S = 1
 # How long after expiry an abandoned key may live: the layer gives keys a TTL

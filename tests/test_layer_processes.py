@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from layer_helpers import LayerFactory, receive_within, receives_nothing
+from tests.layer_helpers import LayerFactory, receive_within, receives_nothing
 
 HELPER = Path(__file__).with_name("layer_helpers.py")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,7 @@ async def test_process_specific_channel_receives_from_another_process(
     count = 200
     code = (
         "import asyncio, sys\n"
-        "from layer_helpers import layer_class\n"
+        "from tests.layer_helpers import layer_class\n"
         "async def main():\n"
         "    layer = layer_class()(hosts=[sys.argv[1]], prefix=sys.argv[2])\n"
         "    for n in range(int(sys.argv[4])):\n"

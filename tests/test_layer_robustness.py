@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from layer_helpers import (
+from tests.layer_helpers import (
     LayerFactory,
     close_layer,
     layer_class,

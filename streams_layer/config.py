@@ -36,6 +36,9 @@ DEFAULT_READ_COUNT = 512
 KEY_TTL_MARGIN_S = 1
 # Expired entries removed by one send: the work of expiring is spread over sends.
 EXPIRE_BATCH = 64
+# Capacity freed by receive() is returned to Redis at most this late, so one
+# script call carries the capacity of many received messages.
+GIVE_BACK_DELAY_S = 0.005
 # Seconds between sweeps of local buffers for expired messages.
 SWEEP_INTERVAL_S = 1.0
 # Back-off bounds when Redis is unreachable from a reader.

@@ -10,14 +10,6 @@ from typing import Any
 import msgpack
 import pytest
 import redis.asyncio
-from tests.layer_helpers import (
-    LayerFactory,
-    keys_under,
-    queued_entries,
-    receive_within,
-    receives_nothing,
-    stream_keys,
-)
 from redis.typing import EncodableT, FieldT
 
 from streams_layer.exceptions import (
@@ -25,6 +17,14 @@ from streams_layer.exceptions import (
     InvalidMessageError,
     MessageTooLarge,
     StreamsLayerError,
+)
+from tests.layer_helpers import (
+    LayerFactory,
+    keys_under,
+    queued_entries,
+    receive_within,
+    receives_nothing,
+    stream_keys,
 )
 
 MAX_MESSAGE_BYTES = 1024

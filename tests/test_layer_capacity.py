@@ -10,10 +10,10 @@ from typing import Any
 
 import channels.exceptions
 import pytest
-from tests.layer_helpers import LayerFactory, numbered, receive_within, receives_nothing
 
 import streams_layer
 from streams_layer.exceptions import ChannelFull, StreamsLayerError
+from tests.layer_helpers import LayerFactory, numbered, receive_within, receives_nothing
 
 CAPACITY_RETURN_S = 1.0
 

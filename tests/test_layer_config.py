@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+
+from devtools.redis_servers import RedisServer
+from streams_layer.exceptions import StreamsLayerError
 from tests.layer_helpers import (
     LayerFactory,
     keys_under,
@@ -19,9 +22,6 @@ from tests.layer_helpers import (
     receive_within,
     receives_nothing,
 )
-
-from devtools.redis_servers import RedisServer
-from streams_layer.exceptions import StreamsLayerError
 
 PASSWORD = "s3cret-pass"
 KEY_A = "first-key-for-fernet"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+
 from tests.layer_helpers import LayerFactory, keys_under, receive_within, receives_nothing
 
 EXPIRY_S = 1

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from tests.layer_helpers import LayerFactory, receive_within, receives_nothing
 
 STREAM_ID = re.compile(r"^\d+-\d+$")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.layer_helpers import LayerFactory, receive_within, receives_nothing
 
 HELPER = Path(__file__).with_name("layer_helpers.py")

@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+
+from devtools.redis_servers import RedisServer
+from streams_layer.exceptions import StreamsLayerError
 from tests.layer_helpers import (
     LayerFactory,
     close_layer,
@@ -18,9 +21,6 @@ from tests.layer_helpers import (
     receive_within,
     receives_nothing,
 )
-
-from devtools.redis_servers import RedisServer
-from streams_layer.exceptions import StreamsLayerError
 
 # What a caller may see while Redis is away: the layer's own errors or the
 # builtin ConnectionError (which LayerConnectionError also is).

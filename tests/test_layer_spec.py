@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 from channels.layers import BaseChannelLayer
+
 from tests.layer_helpers import (
     LayerFactory,
     keys_under,

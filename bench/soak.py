@@ -8,9 +8,10 @@ server of its own:
   (``group_discard``) or are abandoned (never read again, memberships left
   to lapse after ``group_expiry``);
 - ``group_send`` to the rooms and direct ``send`` to live channels;
-- normal-channel traffic: a producer sends to ``statistic``, two layer
-  instances receive from it (the default team shares the work), and
-  one-off normal channels are written once and never read;
+- normal-channel traffic: a producer sends to ``statistic``, read by a team
+  of two members (acknowledged, at-least-once reads), and to ``jobs``, read
+  with ``receive()`` by the same two instances (default team); one-off
+  normal channels are written once and never read;
 - every ``replace_every_s`` one "server process" is replaced by a new layer
   instance: the old one is closed with its inbox, counts hash and
   memberships left behind, as after a crash.
@@ -65,6 +66,7 @@ ABANDON_SHARE = 0.3
 GROUP_SENDS_PER_S = 100
 DIRECT_SENDS_PER_S = 100
 STATISTIC_SENDS_PER_S = 100
+JOBS_PER_S = 20
 ONE_OFF_CHANNELS_PER_S = 5
 REPLACE_EVERY_S = 30.0
 SAMPLE_S = 3.0
@@ -153,16 +155,19 @@ def rss_bytes() -> int:
 
 async def guarded(
     soak: Soak, name: str, operation: Callable[..., Awaitable[Any]], *args: Any
-) -> Any:
-    """Run ``operation(*args)``; count ChannelFull and layer errors instead of failing."""
+) -> bool:
+    """Run ``operation(*args)``; count it as ``name``, or ChannelFull / errors, never raise."""
     try:
-        return await operation(*args)
+        await operation(*args)
     except ChannelFull:
         soak.counts[f"{name}_full"] += 1
+        return False
     except StreamsLayerError as exc:
         soak.counts[f"{name}_error"] += 1
         logger.warning("%s failed: %r", name, exc)
-    return None
+        return False
+    soak.counts[name] += 1
+    return True
 
 
 async def connection(soak: Soak, layer: RedisStreamsChannelLayer) -> None:
@@ -207,14 +212,34 @@ async def every(soak: Soak, per_s: float, action: Callable[[], Awaitable[Any]]) 
         await asyncio.sleep(TICK_S)
 
 
-async def statistic_reader(soak: Soak, layer: RedisStreamsChannelLayer) -> None:
-    """A receiver of the ``statistic`` normal channel (default team)."""
+async def team_member(soak: Soak, layer: RedisStreamsChannelLayer, name: str) -> None:
+    """A member of the ``stats`` team on the ``statistic`` channel (acknowledged reads)."""
     while soak.running:
         try:
-            await asyncio.wait_for(layer.receive("statistic"), 1.0)
+            async with layer.consume("statistic", team="stats", consumer=name) as team:
+                stopper = asyncio.get_running_loop().call_later(
+                    max(soak.duration_s - soak.elapsed_s, 0.0), team.stop
+                )
+                try:
+                    async for delivery in team:
+                        async with delivery:
+                            soak.counts["statistic_handled"] += 1
+                finally:
+                    stopper.cancel()
+        except StreamsLayerError as exc:
+            soak.counts["team_error"] += 1
+            logger.warning("team member %s: %r", name, exc)
+            await asyncio.sleep(0.5)
+
+
+async def jobs_reader(soak: Soak, layer: RedisStreamsChannelLayer) -> None:
+    """A ``receive()`` loop on the ``jobs`` normal channel (default team, at most once)."""
+    while soak.running:
+        try:
+            await asyncio.wait_for(layer.receive("jobs"), 1.0)
         except TimeoutError:
             continue
-        soak.counts["statistic_received"] += 1
+        soak.counts["jobs_received"] += 1
 
 
 async def churn(soak: Soak) -> None:
@@ -230,25 +255,27 @@ async def churn(soak: Soak) -> None:
     async def group_send() -> None:
         await guarded(
             soak,
-            "group_send",
+            "group_sent",
             lambda: random.choice(soak.layers).group_send(
                 f"room{random.randrange(ROOMS)}", {"type": "chat.message", "text": "x" * 100}
             ),
         )
-        soak.counts["group_sent"] += 1
 
     async def direct_send() -> None:
         if not soak.live:
             return
         _, channel = random.choice(soak.live)
-        await guarded(soak, "send", lambda: producer.send(channel, {"type": "direct", "n": 1}))
-        soak.counts["sent"] += 1
+        await guarded(soak, "sent", lambda: producer.send(channel, {"type": "direct", "n": 1}))
 
     async def statistic() -> None:
         await guarded(
-            soak, "statistic", lambda: producer.send("statistic", {"type": "stat", "path": "/"})
+            soak,
+            "statistic_sent",
+            lambda: producer.send("statistic", {"type": "stat", "path": "/"}),
         )
-        soak.counts["statistic_sent"] += 1
+
+    async def jobs() -> None:
+        await guarded(soak, "jobs_sent", lambda: producer.send("jobs", {"type": "job"}))
 
     async def one_off() -> None:
         name = f"oneoff.{random.getrandbits(64):x}"
@@ -273,13 +300,15 @@ async def churn(soak: Soak) -> None:
             soak.dead_clients[old.client_id] = time.monotonic()
             soak.counts["replaced"] += 1
 
-    for reader in readers:
-        soak.spawn(statistic_reader(soak, reader))
+    for index, reader in enumerate(readers):
+        soak.spawn(team_member(soak, reader, f"member-{index}"))
+        soak.spawn(jobs_reader(soak, reader))
     await asyncio.gather(
         every(soak, CONNECTIONS_PER_S, connect),
         every(soak, GROUP_SENDS_PER_S, group_send),
         every(soak, DIRECT_SENDS_PER_S, direct_send),
         every(soak, STATISTIC_SENDS_PER_S, statistic),
+        every(soak, JOBS_PER_S, jobs),
         every(soak, ONE_OFF_CHANNELS_PER_S, one_off),
         replace(),
     )
@@ -331,10 +360,12 @@ async def sampler(soak: Soak, admin: redis.asyncio.Redis) -> None:
                 keys=int(await admin.dbsize()),
                 rss=rss_bytes(),
                 live_channels=len(soak.live),
-                sent=soak.counts["group_sent"]
-                + soak.counts["sent"]
-                + soak.counts["statistic_sent"],
-                received=soak.counts["received"] + soak.counts["statistic_received"],
+                sent=sum(
+                    soak.counts[k] for k in ("group_sent", "sent", "statistic_sent", "jobs_sent")
+                ),
+                received=sum(
+                    soak.counts[k] for k in ("received", "statistic_handled", "jobs_received")
+                ),
             )
         )
         soak.late_keys += await late_keys(soak, admin)
@@ -462,6 +493,10 @@ async def run(url: str, minutes: float, out_dir: Path) -> int:
     out = sys.stdout
     out.write(f"soak: {minutes:g} min, {len(soak.samples)} samples every {SAMPLE_S:g} s\n")
     out.write("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(soak.counts.items())) + "\n")
+    seconds = max(minutes * 60, 1e-9)
+    rates = ("group_sent", "sent", "statistic_sent", "jobs_sent", "received", "statistic_handled")
+    out.write("per second: " + ", ".join(f"{k} {soak.counts[k] / seconds:.0f}" for k in rates))
+    out.write(f", connections {soak.counts['group_add'] / ROOMS_PER_CONNECTION / seconds:.0f}\n")
     for name, (middle, last, ok) in checks.items():
         change = (last / middle - 1) * 100 if middle else 0.0
         verdict = "flat" if ok else "GROWING"

@@ -20,11 +20,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio
 
+from bench import soak
 from devtools.redis_servers import RedisServer
 from streams_layer.exceptions import StreamsLayerError
 from tests.layer_helpers import LayerFactory
@@ -459,3 +461,22 @@ async def test_team_loses_nothing_across_crashes_connection_drops_and_a_freeze(
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(*TYPED_ERRORS):
             await asyncio.wait_for(factory.aclose(), 15)
+
+
+# -- soak smoke ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_soak_smoke_leaves_no_keys_behind(
+    own_redis: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Half a minute is too short for the flatness verdict (still warming up),
+    # but long enough for replaced instances and abandoned channels to expire.
+    await soak.run(own_redis.url, 0.5, tmp_path)
+    out = capsys.readouterr().out
+    assert "abandoned keys outliving" in out
+    assert ": 0\n" in out.split("abandoned keys outliving", 1)[1]
+    assert "keys left" not in out
+    rows = (tmp_path / "soak.csv").read_text().splitlines()
+    assert len(rows) > 5
+    assert (tmp_path / "soak.svg").read_text().startswith("<svg")

@@ -208,3 +208,27 @@ async def test_stream_replaced_by_a_string_fails_typed_then_recovers(
     assert message["n"] == 2
     await layer.send(channel, {"type": "x", "n": 3})
     assert (await receive_within(layer, channel))["n"] == 3
+
+
+@pytest.mark.parametrize("kind", ["specific", "normal"])
+async def test_an_entry_with_a_far_future_id_does_not_stop_delivery(
+    make_layer: LayerFactory,
+    redis_client: redis.asyncio.Redis,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+) -> None:
+    # Every later XADD * gets an ID after the planted one, so the messages
+    # keep flowing; their time stamps are wrong from then on (docs/security.md).
+    caplog.set_level(logging.WARNING, logger="streams_layer")
+    layer = make_layer()
+    channel = await layer.new_channel() if kind == "specific" else "garbage.future"
+    keys = KeySpace(prefix)
+    key = keys.inbox(client_of(channel)) if kind == "specific" else keys.channel(channel)
+    await layer.send(channel, {"type": "x", "n": 0})
+    assert (await receive_within(layer, channel))["n"] == 0
+    await redis_client.xadd(key, {"c": channel, "m": b"junk"}, id="99999999999999-0")
+    for n in range(1, 4):
+        await layer.send(channel, {"type": "x", "n": n})
+        assert (await receive_within(layer, channel))["n"] == n
+    assert len([line for line in skip_lines(caplog) if "skipping" in line]) == 1

@@ -11,10 +11,18 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode
+
+from redis.asyncio.connection import parse_url
 
 from .exceptions import ConfigurationError
 
 DEFAULT_HOSTS: tuple[str, ...] = ("redis://localhost:6379",)
+# ``redis+sentinel://`` URLs (see decode_sentinel_url): the port of a sentinel
+# given without one, and the query prefix of options meant for the sentinels.
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+DEFAULT_SENTINEL_PORT = 26379
+SENTINEL_OPTION_PREFIX = "sentinel_"
 DEFAULT_PREFIX = "asgi"
 DEFAULT_EXPIRY_S = 60
 DEFAULT_GROUP_EXPIRY_S = 86400
@@ -103,6 +111,8 @@ def decode_hosts(hosts: Any) -> tuple[dict[str, Any], ...]:
     Accepted entries: a URL string, a ``(host, port)`` pair, a dict with
     ``address`` (plus redis-py connection kwargs), a Sentinel dict with
     ``sentinels`` and ``master_name``, or a dict of redis-py kwargs.
+    A ``redis+sentinel://`` URL, alone or as the ``address`` of a dict,
+    becomes the Sentinel dict (see :func:`decode_sentinel_url`).
     """
     if hosts is None:
         hosts = DEFAULT_HOSTS
@@ -114,10 +124,15 @@ def decode_hosts(hosts: Any) -> tuple[dict[str, Any], ...]:
         raise ConfigurationError(f"hosts must be a list of Redis hosts; got {hosts!r}")
     result: list[dict[str, Any]] = []
     for entry in hosts:
-        if isinstance(entry, Mapping):
+        if isinstance(entry, Mapping) and is_sentinel_url(entry.get("address")):
+            extra = {key: value for key, value in entry.items() if key != "address"}
+            result.append({**decode_sentinel_url(entry["address"]), **extra})
+        elif isinstance(entry, Mapping):
             result.append(dict(entry))
         elif isinstance(entry, (tuple, list)) and len(entry) == 2:  # noqa: PLR2004
             result.append({"host": entry[0], "port": entry[1]})
+        elif isinstance(entry, str) and is_sentinel_url(entry):
+            result.append(decode_sentinel_url(entry))
         elif isinstance(entry, str):
             result.append({"address": entry})
         else:
@@ -125,6 +140,123 @@ def decode_hosts(hosts: Any) -> tuple[dict[str, Any], ...]:
     if not result:
         result.append({"address": DEFAULT_HOSTS[0]})
     return tuple(result)
+
+
+def is_sentinel_url(value: object) -> bool:
+    """Whether ``value`` is a ``redis+sentinel://`` or ``rediss+sentinel://`` URL."""
+    return isinstance(value, str) and value.partition("://")[0].lower() in SENTINEL_SCHEMES
+
+
+def decode_sentinel_url(url: str) -> dict[str, Any]:
+    """Turn a Sentinel URL into channels_redis's Sentinel ``hosts`` dict.
+
+    The form (the one Redis-Sentinel-Url, Prefect and RedisVL read)::
+
+        redis+sentinel://[user:password@]host1[:port1][,host2[:port2],...]/master_name[/db][?options]
+
+    - every ``host:port`` is a sentinel (port 26379 when left out; an IPv6
+      address goes in brackets, ``[::1]:26379``);
+    - ``master_name`` is the name the sentinels monitor; ``db`` defaults to 0;
+    - ``user:password`` and the options (redis-py's URL options, typed by
+      redis-py: ``socket_timeout=5``, ``ssl_ca_certs=...``) are for the
+      master's connections;
+    - options starting with ``sentinel_`` are for the sentinels themselves,
+      without the prefix (``sentinel_password=...``, ``sentinel_socket_timeout=1``);
+    - ``rediss+sentinel://`` uses TLS to the master and to the sentinels,
+      which share the ``ssl_*`` options unless given ``sentinel_ssl_*`` ones.
+
+    Returns ``{"sentinels": [(host, port), ...], "master_name": ..., **master
+    kwargs, "sentinel_kwargs": {...}}`` (``sentinel_kwargs`` only when some
+    option asks for it).
+
+    Raises:
+        ConfigurationError: no sentinel, no master name, a bad port or db.
+    """
+    shown = _without_password(url)
+    scheme, _, rest = url.partition("://")
+    tls = SENTINEL_SCHEMES.get(scheme.lower())
+    if tls is None:
+        raise ConfigurationError(f"not a redis+sentinel:// URL: {shown!r}")
+    netloc, _, path_and_query = rest.partition("/")
+    path, _, query = path_and_query.partition("?")
+    netloc, _, query_before_path = netloc.partition("?")
+    query = query or query_before_path
+    userinfo, _, host_list = netloc.rpartition("@")
+    sentinels = [_sentinel_address(item, shown) for item in host_list.split(",") if item]
+    if not sentinels:
+        raise ConfigurationError(f"Sentinel URL names no sentinel host: {shown!r}")
+    master_name, _, db = (unquote(part) for part in path.strip("/").partition("/"))
+    if not master_name:
+        raise ConfigurationError(
+            f"Sentinel URL names no master: expected .../<master_name>[/<db>] in {shown!r}"
+        )
+    master_options: list[tuple[str, str]] = []
+    sentinel_options: list[tuple[str, str]] = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key.startswith(SENTINEL_OPTION_PREFIX):
+            sentinel_options.append((key.removeprefix(SENTINEL_OPTION_PREFIX), value))
+        else:
+            master_options.append((key, value))
+    if tls:
+        given = {key for key, _ in sentinel_options}
+        sentinel_options += [
+            (k, v) for k, v in master_options if k.startswith("ssl") and k not in given
+        ]
+    master = _connection_kwargs(master_options, tls=tls, shown=shown)
+    if db and "db" not in master:
+        if not db.isdigit():
+            raise ConfigurationError(f"Sentinel URL: db must be a number, got {db!r} in {shown!r}")
+        master["db"] = int(db)
+    user, has_password, password = userinfo.partition(":")
+    if user:
+        master["username"] = unquote(user)
+    if has_password:
+        master["password"] = unquote(password)
+    decoded: dict[str, Any] = {"sentinels": sentinels, "master_name": master_name, **master}
+    sentinel_kwargs = _connection_kwargs(sentinel_options, tls=tls, shown=shown)
+    sentinel_kwargs.pop("db", None)
+    if sentinel_kwargs:
+        decoded["sentinel_kwargs"] = sentinel_kwargs
+    return decoded
+
+
+def _sentinel_address(item: str, shown: str) -> tuple[str, int]:
+    """``host[:port]`` or ``[v6]:port`` of one sentinel."""
+    if item.startswith("["):
+        host, _, port = item[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = item.partition(":")
+    if not host or (port and not port.isdigit()):
+        raise ConfigurationError(f"Sentinel URL: cannot read sentinel {item!r} in {shown!r}")
+    return unquote(host), int(port) if port else DEFAULT_SENTINEL_PORT
+
+
+def _connection_kwargs(options: list[tuple[str, str]], *, tls: bool, shown: str) -> dict[str, Any]:
+    """redis-py connection kwargs from URL options, typed by redis-py's own URL parser."""
+    if not options and not tls:
+        return {}
+    try:
+        kwargs: dict[str, Any] = dict(parse_url("redis://localhost?" + urlencode(options)))
+    except ValueError as exc:
+        raise ConfigurationError(f"Sentinel URL: {exc} in {shown!r}") from exc
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if tls:
+        # Sentinel pools pick their own TLS connection class from ``ssl``.
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def _without_password(url: str) -> str:
+    """``url`` with every password (userinfo and ``*password=`` options) shown as ``***``."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if ":" in userinfo:
+        netloc = userinfo.partition(":")[0] + ":***" + at + hosts
+    tail = re.sub(r"(password=)[^&]*", r"\1***", tail)
+    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def compile_capacities(

@@ -78,3 +78,98 @@ def test_unknown_config_key_is_refused() -> None:
 
 def test_random_prefix_length_is_accepted_for_compatibility() -> None:
     assert build_config(random_prefix_length=12).capacity == DEFAULT_CAPACITY
+
+
+# -- redis+sentinel:// URLs ------------------------------------------------------
+
+
+def test_sentinel_url_decodes_to_the_channels_redis_sentinel_form() -> None:
+    (host,) = decode_hosts(["redis+sentinel://user:p%40ss@s1:26380,s2:26381,s3/mymaster/2"])
+    assert host == {
+        "sentinels": [("s1", 26380), ("s2", 26381), ("s3", 26379)],
+        "master_name": "mymaster",
+        "db": 2,
+        "username": "user",
+        "password": "p@ss",
+    }
+
+
+def test_sentinel_url_options_go_to_the_master_or_with_prefix_to_the_sentinels() -> None:
+    (host,) = decode_hosts(
+        [
+            "redis+sentinel://[::1]:5000,127.0.0.1/m?socket_timeout=7.5&health_check_interval=3"
+            "&sentinel_socket_timeout=1&sentinel_password=sp"
+        ]
+    )
+    assert host == {
+        "sentinels": [("::1", 5000), ("127.0.0.1", 26379)],
+        "master_name": "m",
+        "socket_timeout": 7.5,
+        "health_check_interval": 3,
+        "sentinel_kwargs": {"socket_timeout": 1.0, "password": "sp"},
+    }
+
+
+def test_rediss_sentinel_url_uses_tls_to_master_and_sentinels_sharing_ssl_options() -> None:
+    (host,) = decode_hosts(
+        ["rediss+sentinel://:pw@s1:26379/m/0?ssl_ca_certs=/ca.crt&sentinel_ssl_ca_certs=/s.crt"]
+    )
+    assert host == {
+        "sentinels": [("s1", 26379)],
+        "master_name": "m",
+        "db": 0,
+        "password": "pw",
+        "ssl": True,
+        "ssl_ca_certs": "/ca.crt",
+        "sentinel_kwargs": {"ssl": True, "ssl_ca_certs": "/s.crt"},
+    }
+    (shared,) = decode_hosts(["rediss+sentinel://s1/m?ssl_certfile=/c.crt"])
+    assert shared["sentinel_kwargs"] == {"ssl": True, "ssl_certfile": "/c.crt"}
+
+
+def test_sentinel_url_as_address_of_a_dict_keeps_the_other_keys() -> None:
+    (host,) = decode_hosts(
+        [{"address": "redis+sentinel://s1:1/m", "socket_timeout": 3, "sentinel_kwargs": {}}]
+    )
+    assert host == {
+        "sentinels": [("s1", 1)],
+        "master_name": "m",
+        "socket_timeout": 3,
+        "sentinel_kwargs": {},
+    }
+
+
+def test_other_url_forms_are_unchanged_beside_sentinel_urls() -> None:
+    hosts = decode_hosts(
+        ["redis://a:1/0", "rediss://b:2", "redis+cluster://c:3", "REDIS+SENTINEL://d/m"]
+    )
+    assert hosts[:3] == (
+        {"address": "redis://a:1/0"},
+        {"address": "rediss://b:2"},
+        {"address": "redis+cluster://c:3"},
+    )
+    assert hosts[3] == {"sentinels": [("d", 26379)], "master_name": "m"}
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("redis+sentinel:///m", "no sentinel host"),
+        ("redis+sentinel://s1:26379", "no master"),
+        ("redis+sentinel://s1:26379/", "no master"),
+        ("redis+sentinel://s1:port/m", "cannot read sentinel 's1:port'"),
+        ("redis+sentinel://s1/m/zero", "db must be a number"),
+        ("redis+sentinel://s1/m?socket_timeout=soon", "socket_timeout"),
+    ],
+)
+def test_bad_sentinel_urls_are_refused_naming_the_problem(url: str, complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(complaint)):
+        decode_hosts([url])
+
+
+def test_sentinel_url_errors_do_not_show_passwords() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        decode_hosts(["redis+sentinel://u:secret@s1/?sentinel_password=hidden"])
+    assert "secret" not in str(caught.value)
+    assert "hidden" not in str(caught.value)
+    assert "u:***@s1" in str(caught.value)

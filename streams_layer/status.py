@@ -176,9 +176,12 @@ async def _scan(client: Client, pattern: str) -> AsyncIterator[Any]:
         for node in client.get_primaries():
             cursor = 0
             while True:
-                cursor, batch = await client.scan(
+                # A cluster client's SCAN answers ({node name: cursor}, keys).
+                reply: Any = await client.scan(
                     cursor, match=pattern, count=SCAN_COUNT, target_nodes=node
                 )
+                cursors, batch = reply
+                cursor = cursors[node.name]
                 for key in batch:
                     yield key
                 if not cursor:

@@ -87,6 +87,7 @@ class LayerConfig:
     block_ms: int = DEFAULT_BLOCK_MS
     read_count: int = DEFAULT_READ_COUNT
     team: str = DEFAULT_TEAM
+    same_process_shortcut: bool = False
 
     @property
     def expiry_ms(self) -> int:
@@ -296,6 +297,7 @@ def build_config(  # noqa: PLR0913 - channels_redis's CONFIG keys, one argument 
     block_ms: int = DEFAULT_BLOCK_MS,
     read_count: int = DEFAULT_READ_COUNT,
     team: str = DEFAULT_TEAM,
+    same_process_shortcut: bool = False,
     random_prefix_length: int | None = None,
 ) -> LayerConfig:
     """Validate CONFIG and return a :class:`LayerConfig`.
@@ -330,4 +332,5 @@ def build_config(  # noqa: PLR0913 - channels_redis's CONFIG keys, one argument 
         block_ms=_require_positive_int("block_ms", block_ms),
         read_count=_require_positive_int("read_count", read_count),
         team=team,
+        same_process_shortcut=bool(same_process_shortcut),
     )

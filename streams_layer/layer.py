@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 import weakref
 from collections import Counter, defaultdict
@@ -194,6 +195,9 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             self._flush_consumed(state)
         if is_specific(channel):
             client = client_of(channel)
+            if client == self.client_id and self.config.same_process_shortcut:
+                self._send_locally(channel, payload, capacity)
+                return
             queued = await state.shards.batcher(client).script(
                 INBOX_SEND,
                 [self.keys.inbox(client), self.keys.inbox_counts(client)],
@@ -208,6 +212,24 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         if not queued:
             metrics.record(metrics.CHANNEL_FULL, channel=channel)
             raise ChannelFull(f"channel {channel!r} is at capacity ({capacity})")
+        metrics.record(metrics.SENT, channel=channel)
+
+    def _send_locally(self, channel: str, payload: bytes, capacity: int) -> None:
+        """Deliver to one of this instance's own channels without a round trip.
+
+        The message goes straight into the local buffer (decoded from its
+        serialized form, so the receiver never shares objects with the
+        sender), expires like any other, and ``flush`` clears it. Capacity is
+        checked against the local buffer; the Redis counter is raised in the
+        next coalesced capacity update (before this instance's next send), so
+        group sends and other senders see the message too.
+        """
+        if self.mailboxes.queued(channel) >= capacity:
+            metrics.record(metrics.CHANNEL_FULL, channel=channel)
+            raise ChannelFull(f"channel {channel!r} is at capacity ({capacity})")
+        expires_at = time.time() + self.config.expiry_s
+        self.mailboxes.put(channel, self.codec.decode(payload), expires_at)
+        self._give_back(Counter({channel: -1}))
         metrics.record(metrics.SENT, channel=channel)
 
     async def receive(self, channel: str) -> Message:
@@ -477,9 +499,10 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.give_back_timer = None
         if not self._consumed:
             return None
-        pairs: list[Any] = []
+        pairs: list[Any] = [self.config.key_ttl_s]
         for channel, count in self._consumed.items():
-            pairs += [channel, count]
+            if count:
+                pairs += [channel, count]
         self._consumed.clear()
         counts_key = self.keys.inbox_counts(self.client_id)
         future = state.shards.batcher(self.client_id).script(INBOX_CONSUMED, [counts_key], pairs)

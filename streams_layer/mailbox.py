@@ -31,6 +31,11 @@ class Mailboxes:
     def __len__(self) -> int:
         return sum(len(box.items) for box in self._boxes.values())
 
+    def queued(self, channel: str) -> int:
+        """Messages buffered for ``channel``."""
+        box = self._boxes.get(channel)
+        return len(box.items) if box is not None else 0
+
     def put(self, channel: str, message: Message, expires_at: float) -> None:
         """Queue ``message`` (wall-clock ``expires_at``) and wake the channel's waiters."""
         box = self._boxes.setdefault(channel, _Box())

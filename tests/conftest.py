@@ -19,6 +19,7 @@ import redis.asyncio
 
 from devtools.redis_servers import RedisServer
 from devtools.redis_topologies import async_client
+from tests.layer_helpers import LayerFactory
 
 pytest_plugins = ["tests.topologies"]
 
@@ -74,3 +75,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             "(`apt-get install chromium`, which `make browser-deps` runs as root).",
             pytrace=False,
         )
+
+
+@pytest.fixture
+async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
+    """Builds layers on the test's Redis and prefix; closes them after the test."""
+    factory = LayerFactory([redis_url], prefix)
+    yield factory
+    await factory.aclose()

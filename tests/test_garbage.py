@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -27,13 +26,6 @@ from tests.layer_helpers import LayerFactory, receive_within
 KEY = "garbage-test-key"
 OTHER_KEY = "somebody-elses-key"
 RECOVER_S = 10.0
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 def garbage_entries(channel: str) -> list[dict[Any, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -29,13 +28,6 @@ from tests.layer_helpers import (
 
 MAX_MESSAGE_BYTES = 1024
 TOO_LONG_NAME = "a" * 100  # BaseChannelLayer.MAX_NAME_LENGTH: names must be shorter
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import channels.exceptions
@@ -16,13 +15,6 @@ from streams_layer.exceptions import ChannelFull, StreamsLayerError
 from tests.layer_helpers import LayerFactory, numbered, receive_within, receives_nothing
 
 CAPACITY_RETURN_S = 1.0
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 async def _fill(layer: Any, channel: str, count: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,13 +28,6 @@ KEY_A = "first-key-for-fernet"
 KEY_B = "second-key-for-fernet"
 KEY_WRONG = "a-key-nobody-used"
 SECRET_TEXT = "attack at dawn 7f3a"
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 @pytest.fixture

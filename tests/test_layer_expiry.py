@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,13 +15,6 @@ EXPIRY_S = 1
 # of expiry plus a margin of its own (10 s when this was written), Redis
 # counts TTLs in whole seconds, and its active expiry cycle takes a moment.
 VANISH_MARGIN_S = 13.0
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 async def _wait_until_gone(

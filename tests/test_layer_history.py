@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,13 +10,6 @@ import pytest
 from tests.layer_helpers import LayerFactory, receive_within, receives_nothing
 
 STREAM_ID = re.compile(r"^\d+-\d+$")
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 def _key(history_id: str) -> tuple[int, int]:

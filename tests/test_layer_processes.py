@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MESSAGE_COUNT = 10_000
 READY_TIMEOUT_S = 30.0
 RESULT_TIMEOUT_S = 60.0
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 class Child:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -25,13 +25,6 @@ from tests.layer_helpers import (
 # What a caller may see while Redis is away: the layer's own errors or the
 # builtin ConnectionError (which LayerConnectionError also is).
 TYPED_ERRORS = (StreamsLayerError, ConnectionError)
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 # -- several event loops ----------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,13 +17,6 @@ from tests.layer_helpers import (
     receive_within,
     receives_nothing,
 )
-
-
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
 
 
 @pytest.fixture

@@ -56,13 +56,6 @@ HOSTILE_TEXTS = [
 ]
 
 
-@pytest.fixture
-async def make_layer(redis_url: str, prefix: str) -> AsyncIterator[LayerFactory]:
-    factory = LayerFactory([redis_url], prefix)
-    yield factory
-    await factory.aclose()
-
-
 def skipped_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()

@@ -43,11 +43,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.cluster
 import redis.exceptions
 
 from devtools.redis_servers import (
@@ -76,6 +77,7 @@ __all__ = [
     "async_client",
     "layer_acl_rules",
     "make_certificates",
+    "sync_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -169,6 +171,17 @@ def async_client(url: str, **kwargs: Any) -> AsyncClient:
     if url.startswith(CLUSTER_SCHEMES):
         return redis.asyncio.cluster.RedisCluster.from_url(url.replace("+cluster", "", 1), **kwargs)
     return redis.asyncio.Redis.from_url(url, **kwargs)
+
+
+def sync_client(url: str, **kwargs: Any) -> redis.Redis:
+    """The synchronous twin of :func:`async_client` (a ``redis.RedisCluster`` for cluster URLs).
+
+    Typed as ``redis.Redis``: the cluster client has every command the tests use.
+    """
+    if url.startswith(CLUSTER_SCHEMES):
+        cluster = redis.cluster.RedisCluster.from_url(url.replace("+cluster", "", 1), **kwargs)
+        return cast("redis.Redis", cluster)
+    return redis.Redis.from_url(url, **kwargs)
 
 
 def _control_client(port: int, **kwargs: Any) -> redis.Redis:
@@ -947,6 +960,15 @@ class RedisSentinel:
             }
         ]
 
+    @property
+    def url(self) -> str:
+        """The same topology as one ``redis+sentinel://`` URL (see ``docs/deployment.md``)."""
+        members = ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
+        return (
+            f"redis+sentinel://{members}/{self.master_name}/0"
+            f"?sentinel_socket_timeout={CONTROL_TIMEOUT_S}"
+        )
+
     def master_address(self) -> tuple[str, int] | None:
         """The master's address according to a majority of the sentinels, or ``None``."""
         votes: dict[tuple[str, int], int] = {}
@@ -1139,12 +1161,20 @@ def make_certificates(directory: Path) -> TlsCertificates:
     _openssl("genrsa", "-out", "ca.key", RSA_BITS, cwd=directory)
     _openssl(
         "req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", CERT_DAYS,
-        "-subj", "/CN=streams-layer test CA", "-out", "ca.crt", cwd=directory,
+        "-subj", "/CN=streams-layer test CA", "-out", "ca.crt",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory,
     )  # fmt: skip
-    (directory / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    # Python 3.13 verifies with VERIFY_X509_STRICT: leaf certificates need an
+    # authority key identifier and the usual key usages.
+    leaf = (
+        "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
     )
-    (directory / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    (directory / "server.ext").write_text(
+        leaf + "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
+    (directory / "client.ext").write_text(leaf + "extendedKeyUsage=clientAuth\n")
     for name in ("server", "client"):
         _openssl("genrsa", "-out", f"{name}.key", RSA_BITS, cwd=directory)
         _openssl(

@@ -23,7 +23,10 @@ from django.urls import re_path
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BACKENDS = [
-    "channels_redis.core.RedisChannelLayer",
+    pytest.param(
+        "channels_redis.core.RedisChannelLayer",
+        marks=pytest.mark.standalone_only(reason="channels_redis cannot use a Redis Cluster"),
+    ),
     "streams_layer.RedisStreamsChannelLayer",
 ]
 

@@ -36,13 +36,14 @@ import math
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.redis_topologies import async_client
 from streams_layer import RedisStreamsChannelLayer
 from streams_layer.exceptions import (
     InvalidChannelNameError,
@@ -110,7 +111,8 @@ class Bench:
         self.runner = runner
         self.prefix = "p" + uuid.uuid4().hex[:10]
         self.layer = RedisStreamsChannelLayer(hosts=[url], prefix=self.prefix, **config)
-        self.client = redis.asyncio.Redis.from_url(url)
+        # A RedisCluster under --topology=cluster.
+        self.client = cast("redis.asyncio.Redis", async_client(url))
         self.specific = runner.run(self.layer.new_channel())
         self.normal = "props.normal"
         self.group = "props-group"

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from devtools.redis_servers import RedisServer
+from devtools.redis_topologies import sync_client
 from streams_layer import RedisStreamsChannelLayer
 from streams_layer.keys import KeySpace
 
@@ -139,7 +140,7 @@ async def test_sigkilled_worker_loses_nothing_and_duplicates_only_its_unacknowle
     total = 10_000
     await send_numbers(redis_url, prefix, total)
     key = KeySpace(prefix).channel(CHANNEL)
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)  # a RedisCluster under --topology=cluster
     victim, survivor = (
         Worker(
             redis_url, prefix, name, tmp_path / f"{name}.log", claim_idle_ms=1000, delay_s=0.0003

@@ -58,6 +58,32 @@ async def test_spec_behaviours_through_sentinel(
         await client.aclose()
 
 
+async def test_one_sentinel_url_selects_the_topology(
+    redis_sentinel: RedisSentinel, prefix: str
+) -> None:
+    # The redis+sentinel:// form of the same topology: the layer finds the
+    # master through the sentinels named in the URL.
+    layer = RedisStreamsChannelLayer(hosts=[redis_sentinel.url], prefix=prefix, capacity=2)
+    try:
+        await layer.send("normal", {"type": "t", "n": 1})
+        assert (await asyncio.wait_for(layer.receive("normal"), RECEIVE_TIMEOUT_S))["n"] == 1
+        specific = await layer.new_channel()
+        await layer.group_add("room", specific)
+        await layer.group_send("room", {"type": "t", "n": 2})
+        assert (await asyncio.wait_for(layer.receive(specific), RECEIVE_TIMEOUT_S))["n"] == 2
+        await layer.send("full", {"type": "t"})
+        await layer.send("full", {"type": "t"})
+        with pytest.raises(ChannelFull):
+            await layer.send("full", {"type": "t"})
+        client = master_client(redis_sentinel.master().port)
+        try:
+            assert await client.exists(f"{prefix}:chan:{{full}}") == 1
+        finally:
+            await client.aclose()
+    finally:
+        await layer.close_pools()
+
+
 def master_client(port: int) -> redis.asyncio.Redis:
     """A plain client to one server, for asserting through Redis itself."""
     return redis.asyncio.Redis(port=port)

@@ -18,6 +18,13 @@ environment variable ``STREAMS_LAYER_TEST_TOPOLOGY=cluster``) makes
 ``standalone`` they are the session's plain server and client. The layer's
 ``redis_url``/``redis_client`` fixtures follow them when they are defined as
 ``topology_url``/``topology_client`` (see ``docs/deployment.md``).
+
+Tests that only make sense on one standalone server carry
+``@pytest.mark.standalone_only(reason="...")``; under ``--topology=cluster``
+they are skipped with that reason, which ``-ra`` lists. Tests that use the
+``own_redis`` fixture (a private standalone server they restart, kill or
+pause) are marked so automatically: they run in the standalone run, and the
+cluster run would only repeat them.
 """
 
 from __future__ import annotations
@@ -47,6 +54,11 @@ STANDALONE = "standalone"
 CLUSTER = "cluster"
 TOPOLOGIES = (STANDALONE, CLUSTER)
 FAILOVER_NODE_TIMEOUT_MS = 500
+STANDALONE_ONLY = "standalone_only"
+OWN_REDIS_FIXTURE = "own_redis"
+OWN_REDIS_REASON = (
+    "restarts, kills or pauses a private standalone server (own_redis); runs in the standalone run"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,6 +88,32 @@ def selected_topology(config: pytest.Config) -> str:
         msg = f"{TOPOLOGY_ENV}={from_env!r}: expected one of {', '.join(TOPOLOGIES)}"
         raise pytest.UsageError(msg)
     return from_env
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``standalone_only`` marker (the suite runs with ``--strict-markers``)."""
+    config.addinivalue_line(
+        "markers",
+        f"{STANDALONE_ONLY}(reason): skipped under --topology=cluster, with the reason given",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--topology=cluster``, skip ``standalone_only`` tests, saying why."""
+    if selected_topology(config) == STANDALONE:
+        return
+    for item in items:
+        marker = item.get_closest_marker(STANDALONE_ONLY)
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else None)
+            if not reason:
+                msg = f"{item.nodeid}: @pytest.mark.{STANDALONE_ONLY} needs a reason"
+                raise pytest.UsageError(msg)
+        elif OWN_REDIS_FIXTURE in getattr(item, "fixturenames", ()):
+            reason = OWN_REDIS_REASON
+        else:
+            continue
+        item.add_marker(pytest.mark.skip(reason=f"{STANDALONE_ONLY}: {reason}"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

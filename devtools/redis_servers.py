@@ -20,6 +20,7 @@ only ever signals the process it started itself (by the pid it holds).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import importlib.util
 import logging
@@ -39,6 +40,9 @@ from typing import Self
 
 import redis
 import redis.exceptions
+
+from streams_layer.config import decode_hosts
+from streams_layer.connection import make_client
 
 __all__ = [
     "RedisServer",
@@ -548,14 +552,28 @@ class RedisServer:
 
 
 def is_reachable(url: str, *, timeout_s: float = 2.0) -> bool:
-    """Whether the Redis server at ``url`` answers ``PING`` within ``timeout_s``."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    """Whether the Redis server at ``url`` answers ``PING`` within ``timeout_s``.
+
+    ``url`` is any form the layer accepts in ``hosts`` (``redis+cluster://``,
+    ``redis+sentinel://`` too): it is pinged through the layer's own client.
+    """
+
+    async def ping_once() -> bool:
+        host = {
+            **decode_hosts([url])[0],
+            "socket_connect_timeout": timeout_s,
+            "socket_timeout": timeout_s,
+        }
+        client = make_client(host)
+        try:
+            return bool(await client.ping())
+        finally:
+            await client.aclose()
+
     try:
-        return bool(client.ping())
-    except (redis.exceptions.RedisError, OSError):
+        return asyncio.run(ping_once())
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError):
         return False
-    finally:
-        client.close()
 
 
 def ensure_redis(

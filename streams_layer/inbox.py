@@ -27,7 +27,7 @@ from .config import RECONNECT_MAX_S, RECONNECT_MIN_S, SWEEP_INTERVAL_S, LayerCon
 from .connection import NETWORK_ERRORS, Client, CommandBatcher, ServerClock
 from .exceptions import MalformedEntryError, StreamsLayerError
 from .mailbox import Mailboxes
-from .scripts import STREAM_OPEN
+from .scripts import INBOX_IDLE, STREAM_OPEN
 from .serializers import MessageCodec
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class InboxReader:
         client: Client,
         batcher: CommandBatcher,
         inbox_key: str,
+        counts_key: str,
         config: LayerConfig,
         codec: MessageCodec,
         mailboxes: Mailboxes,
@@ -73,6 +74,7 @@ class InboxReader:
         self._client = client
         self._batcher = batcher
         self._key = inbox_key
+        self._counts_key = counts_key
         self._config = config
         self._codec = codec
         self._mailboxes = mailboxes
@@ -125,7 +127,15 @@ class InboxReader:
                 self._deliver(entry_id, fields)
                 self._read_upto = entry_id
             self._sweep_if_due()
+            if not entries and not len(self._mailboxes):
+                await self._reset_counts_if_empty()
         self._mailboxes.wake_all()
+
+    async def _reset_counts_if_empty(self) -> None:
+        try:
+            await self._batcher.script(INBOX_IDLE, [self._key, self._counts_key], [])
+        except (*NETWORK_ERRORS, StreamsLayerError) as exc:
+            logger.debug("inbox %s: idle count reset failed: %s", self._key, exc)
 
     async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         if not self._opened:

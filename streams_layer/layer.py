@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -61,6 +63,7 @@ class _LoopState:
             client=self.shards.client(tag),
             batcher=self.shards.batcher(tag),
             inbox_key=layer.keys.inbox(tag),
+            counts_key=layer.keys.inbox_counts(tag),
             config=layer.config,
             codec=layer.codec,
             mailboxes=layer.mailboxes,
@@ -506,13 +509,22 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self._consumed.clear()
         counts_key = self.keys.inbox_counts(self.client_id)
         future = state.shards.batcher(self.client_id).script(INBOX_CONSUMED, [counts_key], pairs)
-        future.add_done_callback(_log_failure)
+        future.add_done_callback(functools.partial(self._retry_if_failed, pairs[1:]))
         return future
 
+    def _retry_if_failed(self, pairs: list[Any], future: asyncio.Future[Any]) -> None:
+        """Put the counts of a failed give-back back in line for the next one.
 
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.warning("returning capacity failed: %s", future.exception())
+        A give-back lost with its connection would otherwise hold capacity
+        until the counts expire (seen under CLIENT KILL in tests/test_faults.py).
+        """
+        if future.cancelled() or future.exception() is None:
+            return
+        logger.warning("returning capacity failed (%s); will retry", future.exception())
+        for channel, count in zip(pairs[::2], pairs[1::2], strict=True):
+            self._consumed[channel] += count
+        with contextlib.suppress(RuntimeError):  # loop gone: the idle reader resets counts
+            self._give_back(Counter())
 
 
 async def _unlink_matching(client: Any, pattern: str) -> None:

@@ -37,6 +37,9 @@ class MessageCodec:
             expiry=expiry_s,
         )
         self.max_message_bytes = max_message_bytes
+        # msgpack writes any map key but reads back only str/bytes keys, so a
+        # nested non-str key would be accepted here and dropped by the reader.
+        self._nested_keys_must_be_text = serializer_format == "msgpack"
 
     def encode(self, message: Any) -> bytes:
         """Validate and serialize ``message``.
@@ -46,9 +49,11 @@ class MessageCodec:
         """
         if not isinstance(message, dict):
             raise InvalidMessageError(f"message must be a dict, got {type(message).__name__}")
-        for key in message:
+        for key, value in message.items():
             if not isinstance(key, str):
                 raise InvalidMessageError(f"message keys must be str, got {key!r}")
+            if self._nested_keys_must_be_text:
+                _require_text_keys(value)
         if RESERVED_KEY in message:
             raise InvalidMessageError(f"message key {RESERVED_KEY!r} is reserved")
         try:
@@ -71,3 +76,17 @@ class MessageCodec:
         if not isinstance(message, dict):
             raise MalformedEntryError(f"payload is a {type(message).__name__}, not a dict")
         return message
+
+
+def _require_text_keys(value: Any) -> None:
+    """Raise InvalidMessageError for a dict key below ``value`` that is not str or bytes."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, nested in item.items():
+                if not isinstance(key, (str, bytes)):
+                    raise InvalidMessageError(f"nested dict keys must be str or bytes, got {key!r}")
+                stack.append(nested)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)

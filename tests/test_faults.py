@@ -328,11 +328,6 @@ async def test_redis_paused_longer_than_the_block_time(
     check(traffic, [record])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="capacity taken by messages is not given back when the give-back script or "
-    "an inbox read fails on a dropped connection; the channel's count drifts upwards",
-)
 async def test_capacity_is_given_back_after_dropped_connections(
     own_redis: RedisServer, prefix: str
 ) -> None:

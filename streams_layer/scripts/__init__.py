@@ -33,6 +33,7 @@ _COMMON = resources.files(__package__).joinpath("common.lua").read_text(encoding
 
 INBOX_SEND = _load("inbox_send", _COMMON)
 INBOX_CONSUMED = _load("inbox_consumed", _COMMON)
+INBOX_IDLE = _load("inbox_idle", _COMMON)
 STREAM_OPEN = _load("stream_open", _COMMON)
 CHAN_SEND = _load("chan_send", _COMMON)
 CHAN_ACK = _load("chan_ack", _COMMON)
@@ -55,6 +56,7 @@ BY_SHA: dict[str, Script] = {
     for s in (
         INBOX_SEND,
         INBOX_CONSUMED,
+        INBOX_IDLE,
         STREAM_OPEN,
         CHAN_SEND,
         CHAN_ACK,

@@ -23,8 +23,9 @@ Tests that only make sense on one standalone server carry
 ``@pytest.mark.standalone_only(reason="...")``; under ``--topology=cluster``
 they are skipped with that reason, which ``-ra`` lists. Tests that use the
 ``own_redis`` fixture (a private standalone server they restart, kill or
-pause) are marked so automatically: they run in the standalone run, and the
-cluster run would only repeat them.
+pause) are marked so automatically, and so are tests that use no fixture of
+the selected topology at all: they run in the standalone run, and the cluster
+run would only repeat them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ STANDALONE_ONLY = "standalone_only"
 OWN_REDIS_FIXTURE = "own_redis"
 OWN_REDIS_REASON = (
     "restarts, kills or pauses a private standalone server (own_redis); runs in the standalone run"
+)
+# Every fixture that reaches the selected topology (redis_url, redis_client,
+# topology_client) depends on this one.
+TOPOLOGY_FIXTURE = "topology_url"
+NO_TOPOLOGY_REASON = (
+    "uses no fixture of the selected topology (redis_url, redis_client); "
+    "the cluster run would repeat the standalone run"
 )
 
 
@@ -111,9 +119,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 raise pytest.UsageError(msg)
         elif OWN_REDIS_FIXTURE in getattr(item, "fixturenames", ()):
             reason = OWN_REDIS_REASON
+        elif TOPOLOGY_FIXTURE not in getattr(item, "fixturenames", ()):
+            reason = NO_TOPOLOGY_REASON
         else:
             continue
-        item.add_marker(pytest.mark.skip(reason=f"{STANDALONE_ONLY}: {reason}"))
+        item.add_marker(pytest.mark.skip(reason=f"standalone run only: {reason}"))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -47,6 +47,8 @@ EXPIRE_BATCH = 64
 # Capacity freed by receive() is returned to Redis at most this late, so one
 # script call carries the capacity of many received messages.
 GIVE_BACK_DELAY_S = 0.005
+# Seconds between trims of entries an inbox reader has already read.
+TRIM_INTERVAL_S = 0.1
 # Seconds between sweeps of local buffers for expired messages.
 SWEEP_INTERVAL_S = 1.0
 # Back-off bounds when Redis is unreachable from a reader.

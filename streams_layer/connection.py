@@ -108,8 +108,37 @@ class CommandBatcher:
         return future
 
     async def call(self, *args: Any) -> Any:
-        """Run one command and return its reply."""
-        return await self.submit(*args)
+        """Run one command and return its reply.
+
+        When nothing is in flight the caller sends its command itself: a
+        sequential sender pays no task switch per command. Commands arriving
+        meanwhile queue up and go together once it returns.
+        """
+        if self._running:
+            return await self.submit(*args)
+        self._running = True
+        try:
+            results = await self._execute([args])
+        except BaseException as exc:
+            error = translate(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._hand_over()
+        if isinstance(results[0], BaseException):
+            raise translate(results[0])
+        return results[0]
+
+    async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Call a Lua script by SHA and return its reply (see :meth:`call`)."""
+        return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _hand_over(self) -> None:
+        if self._queue:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._running = False
 
     def script(
         self, script: Script, keys: Sequence[str], args: Sequence[Any]

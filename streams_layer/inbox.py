@@ -23,11 +23,17 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from .config import RECONNECT_MAX_S, RECONNECT_MIN_S, SWEEP_INTERVAL_S, LayerConfig
+from .config import (
+    RECONNECT_MAX_S,
+    RECONNECT_MIN_S,
+    SWEEP_INTERVAL_S,
+    TRIM_INTERVAL_S,
+    LayerConfig,
+)
 from .connection import NETWORK_ERRORS, Client, CommandBatcher, ServerClock
 from .exceptions import MalformedEntryError, StreamsLayerError
 from .mailbox import Mailboxes
-from .scripts import INBOX_IDLE, STREAM_OPEN
+from .scripts import INBOX_DELIVERED, INBOX_IDLE, STREAM_OPEN
 from .serializers import MessageCodec
 
 logger = logging.getLogger(__name__)
@@ -85,6 +91,11 @@ class InboxReader:
         self._read_upto: bytes | None = None
         self._opened = False
         self._next_sweep = 0.0
+        self._next_trim = 0.0
+        # The newest entry this reader received, and whether a read may have
+        # been lost with its connection since.
+        self._last_seen: bytes | None = None
+        self._recover = False
 
     def ensure_running(self) -> None:
         """Start the reader task unless it runs."""
@@ -111,6 +122,7 @@ class InboxReader:
             except NETWORK_ERRORS as exc:
                 logger.warning("inbox %s: Redis unreachable (%s); retrying", self._key, exc)
                 self._opened = False
+                self._recover = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
@@ -125,7 +137,7 @@ class InboxReader:
             delay = RECONNECT_MIN_S
             for entry_id, fields in entries:
                 self._deliver(entry_id, fields)
-                self._read_upto = entry_id
+                self._read_upto = self._last_seen = entry_id
             self._sweep_if_due()
             if not entries and not len(self._mailboxes):
                 await self._reset_counts_if_empty()
@@ -137,16 +149,40 @@ class InboxReader:
         except (*NETWORK_ERRORS, StreamsLayerError) as exc:
             logger.debug("inbox %s: idle count reset failed: %s", self._key, exc)
 
+    async def _entries_lost_in_flight(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries Redis delivered to a read whose reply never arrived (CLIENT KILL, a
+        dropped connection): still in the stream, between what we saw and the
+        group's last-delivered ID."""
+        if self._last_seen is None:
+            return []
+        delivered = await self._batcher.run_script(INBOX_DELIVERED, [self._key], [READER_GROUP])
+        if not delivered or _as_id(delivered) <= _as_id(self._last_seen):
+            return []
+        lost: Any = await self._client.xrange(
+            self._key, min=b"(" + self._last_seen, max=delivered, count=self._config.read_count
+        )
+        if lost:
+            logger.info("inbox %s: fetched %d entries a dropped read lost", self._key, len(lost))
+        return list(lost or [])
+
     async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         if not self._opened:
             ttl = self._config.key_ttl_s
             server_ms = await self._batcher.script(STREAM_OPEN, [self._key], [READER_GROUP, ttl])
             self._clock.observe(int(server_ms))
             self._opened = True
+        if self._recover:
+            lost = await self._entries_lost_in_flight()
+            self._recover = False
+            if lost:
+                return lost
         pipe = self._client.pipeline(transaction=False)
-        if self._read_upto is not None:
-            # Entries already read are gone from Redis one round trip later.
+        trim = self._read_upto is not None and time.monotonic() >= self._next_trim
+        if trim and self._read_upto is not None:
+            # Entries already read leave Redis with a later read; at most every
+            # TRIM_INTERVAL_S, so a busy ping-pong does not pay for an XTRIM per read.
             pipe.xtrim(self._key, minid=next_id(self._read_upto), approximate=False)
+            self._next_trim = time.monotonic() + TRIM_INTERVAL_S
         pipe.xreadgroup(
             READER_GROUP,
             READER_CONSUMER,
@@ -156,7 +192,7 @@ class InboxReader:
             noack=True,
         )
         replies = await pipe.execute()
-        if self._read_upto is not None:
+        if trim:
             self._read_upto = None
         reply: Any = replies[-1]
         if not reply:
@@ -192,6 +228,12 @@ class InboxReader:
         self._mailboxes.sweep(dropped)
         if dropped:
             self._on_dropped(dropped)
+
+
+def _as_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _field(fields: dict[bytes, bytes] | None, name: bytes) -> bytes:

@@ -192,22 +192,23 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         payload = self.codec.encode(message)
         state = self._state()
         capacity = self.get_capacity(channel)
-        if self._consumed:
-            # Capacity freed by this instance's receives goes first, so a send
-            # right after a receive never meets a count that is out of date.
-            self._flush_consumed(state)
         if is_specific(channel):
             client = client_of(channel)
-            if client == self.client_id and self.config.same_process_shortcut:
-                self._send_locally(channel, payload, capacity)
-                return
-            queued = await state.shards.batcher(client).script(
+            if client == self.client_id:
+                if self.config.same_process_shortcut:
+                    self._send_locally(channel, payload, capacity)
+                    return
+                if self._consumed:
+                    # Capacity freed by this instance's receives goes first, so
+                    # a send to its own channel never meets an outdated count.
+                    self._flush_consumed(state)
+            queued = await state.shards.batcher(client).run_script(
                 INBOX_SEND,
                 [self.keys.inbox(client), self.keys.inbox_counts(client)],
                 [payload, self.config.expiry_ms, self.config.key_ttl_s, channel, capacity],
             )
         else:
-            queued = await state.shards.batcher(channel).script(
+            queued = await state.shards.batcher(channel).run_script(
                 CHAN_SEND,
                 [self.keys.channel(channel)],
                 [payload, self.config.expiry_ms, self.config.key_ttl_s, capacity],

@@ -34,6 +34,7 @@ _COMMON = resources.files(__package__).joinpath("common.lua").read_text(encoding
 INBOX_SEND = _load("inbox_send", _COMMON)
 INBOX_CONSUMED = _load("inbox_consumed", _COMMON)
 INBOX_IDLE = _load("inbox_idle", _COMMON)
+INBOX_DELIVERED = _load("inbox_delivered", _COMMON)
 STREAM_OPEN = _load("stream_open", _COMMON)
 CHAN_SEND = _load("chan_send", _COMMON)
 CHAN_ACK = _load("chan_ack", _COMMON)
@@ -57,6 +58,7 @@ BY_SHA: dict[str, Script] = {
         INBOX_SEND,
         INBOX_CONSUMED,
         INBOX_IDLE,
+        INBOX_DELIVERED,
         STREAM_OPEN,
         CHAN_SEND,
         CHAN_ACK,

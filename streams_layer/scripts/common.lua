@@ -36,13 +36,13 @@ local function groups_of(stream)
   return out
 end
 
--- Trim a channel stream: entries older than limit_ms go, and so does every
+-- Trim a channel stream (``groups``: XINFO GROUPS already read, or nil): entries older than limit_ms go, and so does every
 -- entry that each team has received and acknowledged. An entry still pending
 -- in some team stays until it expires (at-least-once teams need it).
-local function trim_channel(stream, limit_ms)
+local function trim_channel(stream, limit_ms, groups)
   local floor = {limit_ms, 0}
   local delivered = nil
-  for _, g in ipairs(groups_of(stream)) do
+  for _, g in ipairs(groups or groups_of(stream)) do
     local lower
     if g.pending > 0 then
       lower = parse_id(redis.call('XPENDING', stream, g.name)[2])
@@ -58,10 +58,10 @@ end
 
 -- Messages waiting in a channel stream for its slowest team (all of them
 -- while no team exists).
-local function queued_in_channel(stream)
+local function queued_in_channel(stream, groups)
   local length = redis.call('XLEN', stream)
   local worst = nil
-  for _, g in ipairs(groups_of(stream)) do
+  for _, g in ipairs(groups or groups_of(stream)) do
     local lag = g.lag and tonumber(g.lag) or length
     if worst == nil or lag > worst then worst = lag end
   end

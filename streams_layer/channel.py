@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import metrics
 from .config import RECONNECT_MAX_S, RECONNECT_MIN_S, LayerConfig
-from .connection import NETWORK_ERRORS, ServerClock, ShardSet
+from .connection import NETWORK_ERRORS, ServerClock, ShardSet, translate
 from .exceptions import MalformedEntryError, StreamsLayerError
 from .inbox import entry_ms, stream_gone
 from .keys import KeySpace
@@ -145,7 +145,9 @@ class ChannelReceiver:
                 self._opened.discard(channel)
                 self._resume.discard(channel)
                 return None
-            raise reply
+            # Translated, so receive() logs and retries (a key replaced by
+            # another type answers WRONGTYPE until it is a stream again).
+            raise translate(reply)
         if isinstance(reply, Exception):
             raise reply
         entries = reply[0][1] if reply else []

@@ -95,12 +95,11 @@ def test_sentinel_url_decodes_to_the_channels_redis_sentinel_form() -> None:
 
 
 def test_sentinel_url_options_go_to_the_master_or_with_prefix_to_the_sentinels() -> None:
-    (host,) = decode_hosts(
-        [
-            "redis+sentinel://[::1]:5000,127.0.0.1/m?socket_timeout=7.5&health_check_interval=3"
-            "&sentinel_socket_timeout=1&sentinel_password=sp"
-        ]
+    url = (
+        "redis+sentinel://[::1]:5000,127.0.0.1/m?socket_timeout=7.5&health_check_interval=3"
+        "&sentinel_socket_timeout=1&sentinel_password=sp"
     )
+    (host,) = decode_hosts([url])
     assert host == {
         "sentinels": [("::1", 5000), ("127.0.0.1", 26379)],
         "master_name": "m",

@@ -46,6 +46,8 @@ from .team import DeadLetter, TeamConsumer, list_dead_letters, replay_dead_lette
 logger = logging.getLogger(__name__)
 
 SCAN_COUNT = 1000
+# Channel names remembered as valid, per layer instance.
+NAME_CACHE_SIZE = 4096
 UNLINK_BATCH = 500
 
 
@@ -140,6 +142,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self.client_id = uuid.uuid4().hex
         self.mailboxes = Mailboxes()
         self._consumed: Counter[str] = Counter()
+        self._valid_names: set[str] = set()
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -147,10 +150,21 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
     # Names -----------------------------------------------------------------
 
     def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
+        """Channels' validation, raising :class:`InvalidChannelNameError` (a TypeError).
+
+        Names seen before skip the regular expression: a busy consumer
+        validates the same few names on every send and receive.
+        """
+        if not receive and type(name) is str and name in self._valid_names:
+            return True
         try:
-            return bool(super().require_valid_channel_name(name, receive))
+            valid = bool(super().require_valid_channel_name(name, receive))
         except TypeError as exc:
             raise InvalidChannelNameError(f"{exc} Got {name!r}.") from None
+        if len(self._valid_names) >= NAME_CACHE_SIZE:
+            self._valid_names.clear()
+        self._valid_names.add(name)
+        return valid
 
     def require_valid_group_name(self, name: Any) -> bool:
         try:
@@ -261,7 +275,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 if dropped:
                     self._dropped(dropped)
                 if message is not None:
-                    self._give_back(Counter({channel: 1}))
+                    self._consumed[channel] += 1
+                    self._schedule_give_back(state)
                     metrics.record(metrics.RECEIVED, channel=channel)
                     return message
                 state.reader.ensure_running()
@@ -485,11 +500,14 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         """
         self._consumed.update(taken)
         state = self._states.get(asyncio.get_running_loop())
-        if state is None or state.give_back_timer is not None:
-            return
-        state.give_back_timer = asyncio.get_running_loop().call_later(
-            GIVE_BACK_DELAY_S, self._flush_consumed, state
-        )
+        if state is not None:
+            self._schedule_give_back(state)
+
+    def _schedule_give_back(self, state: _LoopState) -> None:
+        if state.give_back_timer is None:
+            state.give_back_timer = asyncio.get_running_loop().call_later(
+                GIVE_BACK_DELAY_S, self._flush_consumed, state
+            )
 
     def _dropped(self, dropped: Counter[str]) -> None:
         """Messages dropped unread from local buffers (expired): count them, give capacity back."""

@@ -141,6 +141,11 @@ class InboxReader:
             self._sweep_if_due()
             if not entries and not len(self._mailboxes):
                 await self._reset_counts_if_empty()
+            # Let the receivers just woken run first: if they were the last
+            # ones, the reader stops here instead of starting another blocking
+            # read that would hold up the loop's shutdown (asyncio.run,
+            # async_to_sync) for up to block_ms.
+            await asyncio.sleep(0)
         self._mailboxes.wake_all()
 
     async def _reset_counts_if_empty(self) -> None:

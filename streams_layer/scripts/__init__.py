@@ -1,7 +1,7 @@
 """Lua scripts of the layer, loaded once and called by SHA.
 
 Each ``<name>.lua`` beside this module is one script; ``common.lua`` is
-prepended to all of them. ``EXPIRE_BATCH`` is replaced by its value from
+prepended to all of them. ``EXPIRE_BATCH`` and ``INBOX_BACKLOG`` are replaced by their values from
 :mod:`streams_layer.config` so the number lives in one place.
 """
 
@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from ..config import EXPIRE_BATCH
+from ..config import EXPIRE_BATCH, INBOX_BACKLOG
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Script:
 def _load(name: str, common: str) -> Script:
     body = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
     source = (common + "\n" + body).replace("EXPIRE_BATCH", str(EXPIRE_BATCH))
+    source = source.replace("INBOX_BACKLOG", str(INBOX_BACKLOG))
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis names scripts by SHA1
 
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from channels_redis.utils import create_pool
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 Client = aioredis.Redis | RedisCluster
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+SCAN_COUNT = 1000
 
 
 def is_cluster(host: dict[str, Any]) -> bool:
@@ -63,6 +64,27 @@ def make_client(host: dict[str, Any]) -> Client:
         # from_pool: the client owns the pool, so aclose() disconnects it.
         return aioredis.Redis.from_pool(create_pool(kwargs))
     return aioredis.Redis(**kwargs)
+
+
+async def scan_keys(client: Client, pattern: str) -> AsyncIterator[Any]:
+    """Every key matching ``pattern``: SCAN (never KEYS), on every master of a cluster."""
+    if not isinstance(client, RedisCluster):
+        async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
+            yield key
+        return
+    for node in client.get_primaries():
+        cursor = 0
+        while True:
+            # A cluster client's SCAN answers ({node name: cursor}, keys).
+            reply: Any = await client.scan(
+                cursor, match=pattern, count=SCAN_COUNT, target_nodes=node
+            )
+            cursors, keys = reply
+            cursor = cursors[node.name]
+            for key in keys:
+                yield key
+            if not cursor:
+                break
 
 
 def translate(exc: BaseException) -> BaseException:

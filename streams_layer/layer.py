@@ -27,7 +27,7 @@ from .config import (
     GIVE_BACK_DELAY_S,
     build_config,
 )
-from .connection import NETWORK_ERRORS, ServerClock, ShardSet, translate
+from .connection import NETWORK_ERRORS, ServerClock, ShardSet, scan_keys, translate
 from .exceptions import (
     ChannelFull,
     InvalidChannelNameError,
@@ -45,7 +45,6 @@ from .team import DeadLetter, TeamConsumer, list_dead_letters, replay_dead_lette
 
 logger = logging.getLogger(__name__)
 
-SCAN_COUNT = 1000
 # Channel names remembered as valid, per layer instance.
 NAME_CACHE_SIZE = 4096
 UNLINK_BATCH = 500
@@ -547,33 +546,16 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
 
 
 async def _unlink_matching(client: Any, pattern: str) -> None:
-    if isinstance(client, RedisCluster):
-        for node in client.get_primaries():
-            batch = [key async for key in _scan_node(client, node, pattern)]
-            for key in batch:
-                await client.unlink(key)
-        return
+    # A cluster's keys of one node may sit in several slots: one UNLINK each.
+    cluster = isinstance(client, RedisCluster)
     batch = []
-    async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
+    async for key in scan_keys(client, pattern):
         batch.append(key)
-        if len(batch) >= UNLINK_BATCH:
+        if cluster or len(batch) >= UNLINK_BATCH:
             await client.unlink(*batch)
             batch = []
     if batch:
         await client.unlink(*batch)
-
-
-async def _scan_node(client: RedisCluster, node: Any, pattern: str) -> Any:
-    cursor = 0
-    while True:
-        # On a cluster client SCAN answers {node name: cursor}, keys.
-        reply: Any = await client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
-        cursors, keys = reply
-        cursor = cursors[node.name]
-        for key in keys:
-            yield key
-        if not cursor:
-            return
 
 
 def _close_with_loop(loop: asyncio.AbstractEventLoop, layer: RedisStreamsChannelLayer) -> None:

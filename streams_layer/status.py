@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from .connection import NETWORK_ERRORS, Client, translate
+from .connection import NETWORK_ERRORS, Client, scan_keys, translate
 from .keys import CHANNEL, COUNTS_SUFFIX, DEAD, GROUP, HISTORY, INBOX, KeySpace
 
 logger = logging.getLogger(__name__)
 
-SCAN_COUNT = 1000
 MS_PER_S = 1000
 # Kind shown for each key type of the key space.
 KIND_NAMES = {
@@ -151,7 +149,7 @@ async def collect_status(clients: Sequence[Client], keys: KeySpace) -> LayerStat
     try:
         for client in clients:
             now_ms = await _server_ms(client)
-            async for key in _scan(client, keys.match_all):
+            async for key in scan_keys(client, keys.match_all):
                 status = await _key_status(client, keys, _text(key), now_ms)
                 if status is not None:
                     found.append(status)
@@ -169,26 +167,6 @@ async def collect_status(clients: Sequence[Client], keys: KeySpace) -> LayerStat
 async def _server_ms(client: Client) -> int:
     seconds, micros = await client.time()
     return int(seconds) * MS_PER_S + int(micros) // MS_PER_S
-
-
-async def _scan(client: Client, pattern: str) -> AsyncIterator[Any]:
-    if isinstance(client, RedisCluster):
-        for node in client.get_primaries():
-            cursor = 0
-            while True:
-                # A cluster client's SCAN answers ({node name: cursor}, keys).
-                reply: Any = await client.scan(
-                    cursor, match=pattern, count=SCAN_COUNT, target_nodes=node
-                )
-                cursors, batch = reply
-                cursor = cursors[node.name]
-                for key in batch:
-                    yield key
-                if not cursor:
-                    break
-        return
-    async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
-        yield key
 
 
 async def _key_status(client: Client, keys: KeySpace, key: str, now_ms: int) -> KeyStatus | None:

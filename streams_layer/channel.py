@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import metrics
 from .config import RECONNECT_MAX_S, RECONNECT_MIN_S, LayerConfig
-from .connection import NETWORK_ERRORS, ServerClock, ShardSet, translate
+from .connection import NETWORK_ERRORS, ServerClock, ShardSet, raise_if_cancelling, translate
 from .exceptions import MalformedEntryError, StreamsLayerError
 from .inbox import entry_ms, stream_gone
 from .keys import KeySpace
@@ -73,6 +73,7 @@ class ChannelReceiver:
                 try:
                     entry = await self._read_one(channel)
                 except (*NETWORK_ERRORS, StreamsLayerError) as exc:
+                    raise_if_cancelling()
                     logger.warning("channel %s: read failed (%s); retrying", channel, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_MAX_S)

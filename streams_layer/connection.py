@@ -87,6 +87,18 @@ async def scan_keys(client: Client, pattern: str) -> AsyncIterator[Any]:
                 break
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a pending cancellation that a caught error may have masked.
+
+    A retry loop that catches connection errors must not outlive a cancel:
+    redis-py may turn an interrupted read into a ConnectionError, and
+    ``asyncio.wait_for`` then waits for a task that never ends.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def translate(exc: BaseException) -> BaseException:
     """Map a redis-py exception onto the layer's exception tree."""
     if isinstance(exc, NETWORK_ERRORS):

@@ -30,7 +30,13 @@ from .config import (
     TRIM_INTERVAL_S,
     LayerConfig,
 )
-from .connection import NETWORK_ERRORS, Client, CommandBatcher, ServerClock
+from .connection import (
+    NETWORK_ERRORS,
+    Client,
+    CommandBatcher,
+    ServerClock,
+    raise_if_cancelling,
+)
 from .exceptions import MalformedEntryError, StreamsLayerError
 from .mailbox import Mailboxes
 from .scripts import INBOX_DELIVERED, INBOX_IDLE, STREAM_OPEN
@@ -120,6 +126,7 @@ class InboxReader:
             try:
                 entries = await self._read()
             except NETWORK_ERRORS as exc:
+                raise_if_cancelling()
                 logger.warning("inbox %s: Redis unreachable (%s); retrying", self._key, exc)
                 self._opened = False
                 self._recover = True
@@ -127,6 +134,7 @@ class InboxReader:
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             except (ResponseError, StreamsLayerError) as exc:
+                raise_if_cancelling()
                 # NOGROUP / UNBLOCKED: the inbox expired or was flushed; open it again.
                 if not stream_gone(exc):
                     logger.error("inbox %s: read failed: %s", self._key, exc)

@@ -58,7 +58,7 @@ from .config import (
     RECONNECT_MIN_S,
     TEAM_CLOSE_TIMEOUT_S,
 )
-from .connection import NETWORK_ERRORS, translate
+from .connection import NETWORK_ERRORS, raise_if_cancelling, translate
 from .exceptions import InvalidChannelNameError, MalformedEntryError, StreamsLayerError
 from .history import parse_stream_id
 from .inbox import entry_ms, stream_gone
@@ -340,6 +340,7 @@ class TeamConsumer:
                 try:
                     await self._fill()
                 except (StreamsLayerError, *NETWORK_ERRORS) as exc:
+                    raise_if_cancelling()
                     logger.warning("%r: read failed (%s); retrying", self, exc)
                     self._opened = False
                     await asyncio.sleep(delay)
@@ -504,6 +505,7 @@ class TeamConsumer:
                     CHAN_ACK, [self._key], [self.team, self._layer.config.expiry_ms, *ids]
                 )
             except (StreamsLayerError, *NETWORK_ERRORS) as exc:
+                raise_if_cancelling()
                 logger.warning("%r: %d acknowledgements failed (%s); retrying", self, len(ids), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)

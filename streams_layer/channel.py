@@ -132,12 +132,14 @@ class ChannelReceiver:
         except BaseException:
             self._unacked[channel] = acks + self._unacked.get(channel, [])
             raise
-        if acks and isinstance(replies[0], NoScriptError):
-            await self._shards.batcher(channel).script(
-                CHAN_ACK, [key], [team, self._config.expiry_ms, *acks]
-            )
-        elif acks and isinstance(replies[0], Exception):
+        if acks and isinstance(replies[0], Exception):
+            # The acknowledgement did not happen: keep it for the next read.
             self._unacked[channel] = acks + self._unacked.get(channel, [])
+            if isinstance(replies[0], NoScriptError):
+                await self._shards.client(channel).script_load(CHAN_ACK.source)
+            if resuming:
+                # Our pending list still holds what was already returned.
+                return None
         return self._entry_from(channel, replies[-1], resuming)
 
     def _entry_from(self, channel: str, reply: Any, resuming: bool) -> Entry | None:

@@ -59,6 +59,7 @@ class _LoopState:
         self.active_receives = 0
         self.pending_tasks: set[asyncio.Task[Any]] = set()
         self.give_back_timer: asyncio.TimerHandle | None = None
+        self.closed = False
         tag = layer.client_id
         self.reader = InboxReader(
             client=self.shards.client(tag),
@@ -87,6 +88,10 @@ class _LoopState:
         task.add_done_callback(self.pending_tasks.discard)
 
     async def aclose(self) -> None:
+        """Stop the reader and close the connections; a second call does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         await self.reader.stop()
         if self.pending_tasks:
             await asyncio.gather(*self.pending_tasks, return_exceptions=True)
@@ -179,7 +184,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         if state is None:
             state = _LoopState(self)
             self._states[loop] = state
-            _close_with_loop(loop, self)
+            _close_with_loop(loop, self, state)
         return state
 
     # Channel layer spec ----------------------------------------------------
@@ -558,19 +563,24 @@ async def _unlink_matching(client: Any, pattern: str) -> None:
         await client.unlink(*batch)
 
 
-def _close_with_loop(loop: asyncio.AbstractEventLoop, layer: RedisStreamsChannelLayer) -> None:
+def _close_with_loop(
+    loop: asyncio.AbstractEventLoop, layer: RedisStreamsChannelLayer, state: _LoopState
+) -> None:
     """Close the layer's connections of ``loop`` before the loop itself closes.
 
     ``async_to_sync`` and ``asyncio.run`` close their loop when done; without
-    this the connections would be left to the garbage collector.
+    this the connections would be left to the garbage collector. The state is
+    held here, not looked up through the layer, so it is closed even when the
+    layer itself was dropped before its loop closed.
     """
     original = loop.close
     layer_ref = weakref.ref(layer)
 
     def close() -> None:
         owner = layer_ref()
-        state = owner._states.pop(loop, None) if owner is not None else None
-        if state is not None and not loop.is_closed() and not loop.is_running():
+        if owner is not None and owner._states.get(loop) is state:
+            del owner._states[loop]
+        if not state.closed and not loop.is_closed() and not loop.is_running():
             try:
                 loop.run_until_complete(state.aclose())
             except (StreamsLayerError, RuntimeError, *NETWORK_ERRORS) as exc:

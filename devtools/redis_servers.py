@@ -219,7 +219,28 @@ def _stop_leftover_servers() -> None:
         server.stop()
 
 
-class RedisServer:
+class StartStop:
+    """``with`` support for anything that has ``start() -> Self`` and ``stop()``."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(StartStop):
     """A ``redis-server`` process owned by this object, on a loopback port.
 
     The server runs with ``--save "" --appendonly no`` (nothing on disk) in a
@@ -408,17 +429,6 @@ class RedisServer:
             if tail:
                 parts.append(f"--- {path} ---\n" + "\n".join(tail))
         return "\n".join(parts)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals -----------------------------------------------------------
 

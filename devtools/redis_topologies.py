@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self, cast
 
 import redis
@@ -56,6 +55,7 @@ from devtools.redis_servers import (
     RedisServer,
     RedisServerError,
     RedisServerStartError,
+    StartStop,
     find_free_port,
     find_redis_server,
     ping,
@@ -274,7 +274,7 @@ def _wait_caught_up(master_port: int, *, timeout_s: float) -> float:
 # -- processes that RedisServer cannot run -------------------------------------
 
 
-class _OwnedProcess:
+class _OwnedProcess(StartStop):
     """A ``redis-server`` started from a config file, for modes RedisServer does not cover.
 
     Sentinels need a writable config file (they rewrite it), and a TLS-only
@@ -367,17 +367,6 @@ class _OwnedProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- for subclasses --------------------------------------------------------
 
@@ -512,7 +501,7 @@ def parse_cluster_nodes(text: str) -> list[ClusterNode]:
     return nodes
 
 
-class RedisCluster:
+class RedisCluster(StartStop):
     """A Redis Cluster of ``masters`` shards with ``replicas_per_master`` replicas each.
 
     Every node is a :class:`RedisServer` with ``--cluster-enabled yes``, a
@@ -620,17 +609,6 @@ class RedisCluster:
         """Stop every node (by pid) and remove their directories."""
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def wait_ready(self, *, timeout_s: float | None = None) -> float:
         """Wait until every running node is ``cluster_state:ok`` and every replica is linked.
@@ -888,7 +866,7 @@ class SentinelProcess(_OwnedProcess):
         return _query(self.port, *args)
 
 
-class RedisSentinel:
+class RedisSentinel(StartStop):
     """One master, ``replicas`` replicas and ``sentinels`` sentinels on loopback.
 
     :meth:`start` returns once the replicas are linked and every sentinel
@@ -1034,17 +1012,6 @@ class RedisSentinel:
             sentinel.stop()
         for server in self.servers:
             server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def wait_replicated(self, *, timeout_s: float = DEFAULT_FAILOVER_TIMEOUT_S) -> float:
         """Wait until the replicas have acknowledged every write the master took.
@@ -1281,7 +1248,7 @@ def layer_acl_rules(prefix: str, *, minimal: bool = False) -> list[str]:
     return [f"~{prefix}:*", "resetchannels", *commands]
 
 
-class RedisAclServer:
+class RedisAclServer(StartStop):
     """A :class:`RedisServer` whose default user needs a password, for ACL users of tests.
 
     The default user (password :attr:`admin_password`) keeps full access, for
@@ -1346,14 +1313,3 @@ class RedisAclServer:
     def stop(self) -> None:
         """Stop the server by pid."""
         self.server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

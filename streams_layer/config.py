@@ -50,6 +50,8 @@ INBOX_BACKLOG = 100
 # Capacity freed by receive() is returned to Redis at most this late, so one
 # script call carries the capacity of many received messages.
 GIVE_BACK_DELAY_S = 0.005
+# A give-back that failed (Redis away) is tried again this much later.
+GIVE_BACK_RETRY_S = 0.2
 # Seconds between trims of entries an inbox reader has already read.
 TRIM_INTERVAL_S = 0.1
 # Seconds between sweeps of local buffers for expired messages.

@@ -24,7 +24,7 @@ from .config import (
     DEFAULT_PREFIX,
     DEFAULT_SERIALIZER_FORMAT,
     GIVE_BACK_DELAY_S,
-    RECONNECT_MAX_S,
+    GIVE_BACK_RETRY_S,
     build_config,
 )
 from .connection import NETWORK_ERRORS, ServerClock, ShardSet, scan_keys, translate
@@ -548,10 +548,10 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             self._consumed[channel] += count
         state = self._states.get(future.get_loop())
         if state is not None and state.give_back_timer is None and not state.closed:
-            # Not every 5 ms while Redis is away: a CI run saw a hot retry loop
-            # during a Sentinel failover.
+            # Not every 5 ms while Redis is away (a CI run saw a hot retry loop
+            # during a Sentinel failover).
             state.give_back_timer = future.get_loop().call_later(
-                RECONNECT_MAX_S, self._flush_consumed, state
+                GIVE_BACK_RETRY_S, self._flush_consumed, state
             )
 
 

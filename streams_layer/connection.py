@@ -23,6 +23,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+try:  # redis-py 7 and newer
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - older redis-py has no such setting
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+
 from .config import DEFAULT_SOCKET_TIMEOUT_S
 from .exceptions import LayerConnectionError, RedisCommandError
 from .scripts import BY_SHA, Script
@@ -51,6 +56,13 @@ def make_client(host: dict[str, Any]) -> Client:
     kwargs = dict(host)
     kwargs.pop("cluster", None)
     kwargs.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT_S)
+    if MaintNotificationsConfig is not None:
+        # redis-py 8's default ("auto") switches off the pool's check for
+        # connections the server closed while they sat idle: after a restart
+        # or CLIENT KILL every pooled connection then failed one command
+        # (CI saw a group_send fail that way). The layer speaks RESP2, which
+        # carries no maintenance notifications anyway.
+        kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
     if is_cluster(host):
         address = str(kwargs.pop("address"))
         for scheme, plain in CLUSTER_SCHEMES.items():

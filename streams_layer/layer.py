@@ -399,6 +399,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             self._flush_consumed(state)
         by_inbox: defaultdict[str, list[Any]] = defaultdict(list)
         futures = []
+        # how many members each future writes for
+        sizes: list[int] = []
         for channel in members:
             if is_specific(channel):
                 by_inbox[client_of(channel)] += [channel, self.get_capacity(channel)]
@@ -415,6 +417,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                         ],
                     )
                 )
+                sizes.append(1)
         for client, pairs in by_inbox.items():
             futures.append(
                 state.shards.batcher(client).script(
@@ -423,20 +426,20 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                     [payload, self.config.expiry_ms, self.config.key_ttl_s, *pairs],
                 )
             )
+            sizes.append(len(pairs) // 2)
         results = await asyncio.gather(*futures, return_exceptions=True)
         delivered = sum(r for r in results if isinstance(r, int))
+        failed = [r for r in results if isinstance(r, BaseException)]
+        unreached = sum(
+            n for n, r in zip(sizes, results, strict=True) if isinstance(r, BaseException)
+        )
+        full = len(members) - delivered - unreached
         metrics.record(metrics.SENT, delivered, channel=group)
-        metrics.record(metrics.CHANNEL_FULL, len(members) - delivered, channel=group)
-        if delivered < len(members):
-            logger.info(
-                "group %s: %d of %d members were full",
-                group,
-                len(members) - delivered,
-                len(members),
-            )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        metrics.record(metrics.CHANNEL_FULL, full, channel=group)
+        if full:
+            logger.info("group %s: %d of %d members were full", group, full, len(members))
+        if failed:
+            raise failed[0]
 
     # Teams (streams_layer.team) and status (streams_layer.status) ----------
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+import redis.asyncio
 from asgiref.sync import async_to_sync
 
 from devtools.redis_servers import RedisServer
@@ -287,6 +288,46 @@ async def test_groups_work_again_after_redis_restart(own_redis: RedisServer, pre
         except TYPED_ERRORS:
             message = await receive_within(layer, channel, 5)
         assert message["n"] == 2
+    finally:
+        await factory.aclose()
+
+
+@pytest.mark.parametrize("fault", ["restart", "client_kill"])
+async def test_idle_pooled_connections_are_replaced_after_a_fault(
+    own_redis: RedisServer, prefix: str, fault: str
+) -> None:
+    """An operation that starts after Redis is back never fails on a dead pooled connection.
+
+    redis-py 8's default maintenance-notification mode skips the pool's check
+    for connections the server closed while they sat idle; every pooled
+    connection then failed one command after a restart.
+    """
+    factory = LayerFactory([own_redis.url], prefix)
+    try:
+        layer = factory()
+        channel = await layer.new_channel()
+        # Concurrent callers in separate tasks leave several connections in the pool.
+        for _ in range(3):
+            await asyncio.gather(
+                *(layer.group_add(f"pool-{n}", channel) for n in range(8)),
+                *(layer.send(f"pool.normal{n}", {"type": "x"}) for n in range(8)),
+            )
+        if fault == "restart":
+            await asyncio.to_thread(own_redis.restart)
+        else:
+            admin = redis.asyncio.Redis.from_url(own_redis.url)
+            try:
+                assert int(await admin.client_kill_filter(_type="normal", skipme=True)) > 0
+            finally:
+                await admin.aclose()
+        await asyncio.sleep(0.5)
+        for _ in range(3):
+            await asyncio.gather(
+                *(layer.group_add(f"pool-{n}", channel) for n in range(8)),
+                *(layer.send(f"pool.normal{n}", {"type": "x"}) for n in range(8)),
+            )
+        await layer.group_send("pool-0", {"type": "x", "n": 1})
+        assert (await receive_within(layer, channel, 5))["n"] == 1
     finally:
         await factory.aclose()
 

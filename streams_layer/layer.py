@@ -397,13 +397,13 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         state = self._state()
         if self._consumed:
             self._flush_consumed(state)
-        by_inbox: defaultdict[str, list[Any]] = defaultdict(list)
+        by_inbox: defaultdict[str, list[str]] = defaultdict(list)
         futures = []
         # how many members each future writes for
         sizes: list[int] = []
         for channel in members:
             if is_specific(channel):
-                by_inbox[client_of(channel)] += [channel, self.get_capacity(channel)]
+                by_inbox[client_of(channel)].append(channel)
             else:
                 futures.append(
                     state.shards.batcher(channel).script(
@@ -418,15 +418,21 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                     )
                 )
                 sizes.append(1)
-        for client, pairs in by_inbox.items():
+        for client, channels in by_inbox.items():
             futures.append(
                 state.shards.batcher(client).script(
                     INBOX_SEND,
                     [self.keys.inbox(client), self.keys.inbox_counts(client)],
-                    [payload, self.config.expiry_ms, self.config.key_ttl_s, *pairs],
+                    [
+                        payload,
+                        self.config.expiry_ms,
+                        self.config.key_ttl_s,
+                        ",".join(channels),
+                        self._capacities(channels),
+                    ],
                 )
             )
-            sizes.append(len(pairs) // 2)
+            sizes.append(len(channels))
         results = await asyncio.gather(*futures, return_exceptions=True)
         delivered = sum(r for r in results if isinstance(r, int))
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -498,6 +504,15 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
 
     # Capacity accounting ---------------------------------------------------
 
+    def _capacities(self, channels: list[str]) -> str:
+        """The capacity argument of inbox_send.lua: one number when all agree."""
+        if not self.config.channel_capacity:
+            return str(self.config.capacity)
+        capacities = [str(self.get_capacity(channel)) for channel in channels]
+        if len(set(capacities)) == 1:
+            return capacities[0]
+        return ",".join(capacities)
+
     def _give_back(self, taken: Counter[str]) -> None:
         """Return capacity for messages taken out of local buffers.
 
@@ -528,17 +543,20 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.give_back_timer = None
         if not self._consumed:
             return None
-        pairs: list[Any] = [self.config.key_ttl_s]
-        for channel, count in self._consumed.items():
-            if count:
-                pairs += [channel, count]
+        taken = Counter({channel: count for channel, count in self._consumed.items() if count})
         self._consumed.clear()
+        if not taken:
+            return None
         counts_key = self.keys.inbox_counts(self.client_id)
-        future = state.shards.batcher(self.client_id).script(INBOX_CONSUMED, [counts_key], pairs)
-        future.add_done_callback(functools.partial(self._retry_if_failed, pairs[1:]))
+        future = state.shards.batcher(self.client_id).script(
+            INBOX_CONSUMED,
+            [counts_key],
+            [self.config.key_ttl_s, ",".join(taken), ",".join(map(str, taken.values()))],
+        )
+        future.add_done_callback(functools.partial(self._retry_if_failed, taken))
         return future
 
-    def _retry_if_failed(self, pairs: list[Any], future: asyncio.Future[Any]) -> None:
+    def _retry_if_failed(self, taken: Counter[str], future: asyncio.Future[Any]) -> None:
         """Put the counts of a failed give-back back in line for the next one.
 
         A give-back lost with its connection would otherwise hold capacity
@@ -547,8 +565,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         if future.cancelled() or future.exception() is None:
             return
         logger.warning("returning capacity failed (%s); will retry", future.exception())
-        for channel, count in zip(pairs[::2], pairs[1::2], strict=True):
-            self._consumed[channel] += count
+        self._consumed.update(taken)
         state = self._states.get(future.get_loop())
         if state is not None and state.give_back_timer is None and not state.closed:
             # Not every 5 ms while Redis is away (a CI run saw a hot retry loop

@@ -271,22 +271,25 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             raise InvalidChannelNameError(
                 f"{channel!r} was not made by this layer's new_channel() and cannot be received"
             )
+        mailboxes = self.mailboxes
         state.active_receives += 1
         try:
-            while True:
-                dropped: Counter[str] = Counter()
-                message = self.mailboxes.take(channel, dropped)
-                if dropped:
-                    self._dropped(dropped)
-                if message is not None:
-                    self._consumed[channel] += 1
-                    self._schedule_give_back(state)
-                    metrics.record(metrics.RECEIVED, channel=channel)
-                    return message
+            message = mailboxes.take(channel)
+            while message is None:
+                if mailboxes.expired:
+                    self._dropped(mailboxes.collect_expired())
                 state.reader.ensure_running()
-                await self.mailboxes.wait(channel)
+                message = await mailboxes.wait(channel)
+                if message is None:
+                    message = mailboxes.take(channel)
         finally:
             state.active_receives -= 1
+        if mailboxes.expired:
+            self._dropped(mailboxes.collect_expired())
+        self._consumed[channel] += 1
+        self._schedule_give_back(state)
+        metrics.record(metrics.RECEIVED, channel=channel)
+        return message
 
     # Groups ----------------------------------------------------------------
 

@@ -127,7 +127,7 @@ LAYER_ACL_MINIMAL_COMMANDS: tuple[str, ...] = (
             "hello", "ping", "time",
             "exists", "type", "ttl", "expire", "unlink", "scan",
             "eval", "evalsha", "script|load",
-            "set", "hget", "hdel", "hincrby", "hlen",
+            "set", "hmget", "hset", "hdel", "hincrby", "hlen",
             "zadd", "zrange", "zrem", "zremrangebyscore", "zcard",
             "xadd", "xack", "xautoclaim", "xdel", "xlen", "xpending", "xrange",
             "xrevrange", "xread", "xreadgroup", "xtrim",

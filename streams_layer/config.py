@@ -45,8 +45,10 @@ KEY_TTL_MARGIN_S = 1
 # Expired entries removed by one send: the work of expiring is spread over sends.
 EXPIRE_BATCH = 64
 # Entries an inbox may hold before sends look for expired ones to remove; a
-# reader that keeps up trims what it read every TRIM_INTERVAL_S.
+# reader that keeps up trims what it read every TRIM_INTERVAL_S, or sooner
+# once it has read TRIM_EVERY entries, so it stays below this.
 INBOX_BACKLOG = 100
+TRIM_EVERY = INBOX_BACKLOG // 2
 # Capacity freed by receive() is returned to Redis at most this late, so one
 # script call carries the capacity of many received messages.
 GIVE_BACK_DELAY_S = 0.005

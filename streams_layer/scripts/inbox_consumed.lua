@@ -8,15 +8,13 @@
 -- back a thousand counts at once.
 local counts = KEYS[1]
 local SLICE = 1000
-local channels, amounts = {}, {}
-for ch in string.gmatch(ARGV[2], '[^,]+') do channels[#channels + 1] = ch end
-for n in string.gmatch(ARGV[3], '[^,]+') do amounts[#amounts + 1] = tonumber(n) end
+local channels, amounts = split(ARGV[2]), split(ARGV[3])
 for first = 1, #channels, SLICE do
   local last = math.min(first + SLICE - 1, #channels)
   local got = redis.call('HMGET', counts, unpack(channels, first, last))
   local kept, gone = {}, {}
   for i = first, last do
-    local left = tonumber(got[i - first + 1] or '0') - amounts[i]
+    local left = tonumber(got[i - first + 1] or '0') - tonumber(amounts[i])
     if left > 0 then
       kept[#kept + 1] = channels[i]
       kept[#kept + 1] = left

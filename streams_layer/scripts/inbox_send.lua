@@ -16,10 +16,9 @@
 local stream, counts = KEYS[1], KEYS[2]
 local HMGET_SLICE = 1000
 
-local channels = {}
-for ch in string.gmatch(ARGV[4], '[^,]+') do channels[#channels + 1] = ch end
-local capacities = {}
-for cap in string.gmatch(ARGV[5], '[^,]+') do capacities[#capacities + 1] = tonumber(cap) end
+local channels = split(ARGV[4])
+local capacities = split(ARGV[5])
+for i = 1, #capacities do capacities[i] = tonumber(capacities[i]) end
 
 -- HMGET in slices: unpack() of a very long list would overflow Lua's stack.
 local function queued_counts()

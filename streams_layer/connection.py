@@ -229,6 +229,8 @@ class CommandBatcher:
         return results
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if not isinstance(self._client, RedisCluster):
+            return await self._send_on_connection(commands)
         if len(commands) == 1:
             try:
                 return [await self._client.execute_command(*commands[0])]
@@ -238,6 +240,49 @@ class CommandBatcher:
         for args in commands:
             pipe.execute_command(*args)
         return list(await pipe.execute(raise_on_error=False))
+
+    async def _send_on_connection(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Write ``commands`` in one go on a pooled connection and read their replies.
+
+        The batcher's commands (scripts, ZREM) need none of the reply
+        callbacks, retries or per-command bookkeeping of redis-py's
+        ``execute_command`` and pipeline, which cost about a tenth of a
+        sequential sender's time. A connection interrupted mid-reply (an
+        error, a cancel) is closed, never handed back with a reply unread.
+        """
+        pool = self._client.connection_pool  # type: ignore[union-attr]
+        conn = await pool.get_connection()
+        try:
+            packed = conn.pack_commands(commands)
+            writer: Any = getattr(conn, "_writer", None)
+            if _can_write_now(writer):
+                # Into an empty socket buffer a write never waits; redis-py's
+                # send_packed_command wraps it in asyncio.wait_for, which on
+                # Python 3.11 creates a task per command (a fifth of a
+                # sequential sender's time, measured with bench p2p).
+                writer.writelines(packed)
+            else:
+                await conn.send_packed_command(packed, check_health=False)
+            results: list[Any] = []
+            for _ in commands:
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as exc:
+                    results.append(exc)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return results
+
+
+def _can_write_now(writer: Any) -> bool:
+    """Whether ``writer`` (an asyncio StreamWriter, or None) is open with nothing waiting to go."""
+    if writer is None:
+        return False
+    transport = writer.transport
+    return not transport.is_closing() and transport.get_write_buffer_size() == 0
 
 
 def _as_eval(args: tuple[Any, ...]) -> tuple[Any, ...]:

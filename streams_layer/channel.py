@@ -22,7 +22,15 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from . import metrics
 from .config import RECONNECT_MAX_S, RECONNECT_MIN_S, LayerConfig
-from .connection import NETWORK_ERRORS, ServerClock, ShardSet, raise_if_cancelling, translate
+from .connection import (
+    NETWORK_ERRORS,
+    ServerClock,
+    ShardSet,
+    raise_if_cancelling,
+    run_commands,
+    stream_entries,
+    translate,
+)
 from .exceptions import MalformedEntryError, StreamsLayerError
 from .inbox import entry_ms, stream_gone
 from .keys import KeySpace
@@ -114,21 +122,15 @@ class ChannelReceiver:
         resuming = channel in self._resume
         # Until this read returns, an entry may sit unseen in our pending list.
         self._resume.add(channel)
-        pipe = self._shards.client(channel).pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         if acks:
-            # execute_command: redis-py's cluster pipeline refuses pipe.evalsha().
-            pipe.execute_command(
-                "EVALSHA", CHAN_ACK.sha, 1, key, team, self._config.expiry_ms, *acks
-            )
-        pipe.xreadgroup(
-            team,
-            self._consumer,
-            {key: "0" if resuming else ">"},
-            count=1,
-            block=None if resuming else self._config.block_ms,
-        )
+            commands.append(("EVALSHA", CHAN_ACK.sha, 1, key, team, self._config.expiry_ms, *acks))
+        read: tuple[Any, ...] = ("XREADGROUP", "GROUP", team, self._consumer, "COUNT", 1)
+        if not resuming:
+            read += ("BLOCK", self._config.block_ms)
+        commands.append((*read, "STREAMS", key, "0" if resuming else ">"))
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await run_commands(self._shards.client(channel), commands)
         except BaseException:
             self._unacked[channel] = acks + self._unacked.get(channel, [])
             raise
@@ -153,10 +155,9 @@ class ChannelReceiver:
             raise translate(reply)
         if isinstance(reply, Exception):
             raise reply
-        entries = reply[0][1] if reply else []
+        entries = stream_entries(reply)
         if not entries or not resuming:
             self._resume.discard(channel)
         if not entries:
             return None
-        entry_id, fields = entries[0]
-        return entry_id, fields
+        return entries[0]

@@ -229,52 +229,91 @@ class CommandBatcher:
         return results
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        if not isinstance(self._client, RedisCluster):
-            return await self._send_on_connection(commands)
-        if len(commands) == 1:
-            try:
-                return [await self._client.execute_command(*commands[0])]
-            except ResponseError as exc:
-                return [exc]
-        pipe = self._client.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        return list(await pipe.execute(raise_on_error=False))
+        return await run_commands(self._client, commands)
 
-    async def _send_on_connection(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Write ``commands`` in one go on a pooled connection and read their replies.
 
-        The batcher's commands (scripts, ZREM) need none of the reply
-        callbacks, retries or per-command bookkeeping of redis-py's
-        ``execute_command`` and pipeline, which cost about a tenth of a
-        sequential sender's time. A connection interrupted mid-reply (an
-        error, a cancel) is closed, never handed back with a reply unread.
-        """
-        pool = self._client.connection_pool  # type: ignore[union-attr]
-        conn = await pool.get_connection()
+async def run_commands(client: Client, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one round trip; their replies, error replies as exceptions.
+
+    On a standalone or Sentinel client the commands are written on one pooled
+    connection and the raw replies read back (:func:`_run_on_connection`); a
+    cluster client goes through redis-py's pipeline, which routes by slot and
+    parses replies with its callbacks. Stream replies are read with
+    :func:`stream_entries`, which takes either form.
+    """
+    if not isinstance(client, RedisCluster):
+        return await _run_on_connection(client, commands)
+    if len(commands) == 1:
         try:
-            packed = conn.pack_commands(commands)
-            writer: Any = getattr(conn, "_writer", None)
-            if _can_write_now(writer):
-                # Into an empty socket buffer a write never waits; redis-py's
-                # send_packed_command wraps it in asyncio.wait_for, which on
-                # Python 3.11 creates a task per command (a fifth of a
-                # sequential sender's time, measured with bench p2p).
-                writer.writelines(packed)
-            else:
-                await conn.send_packed_command(packed, check_health=False)
-            results: list[Any] = []
-            for _ in commands:
-                try:
-                    results.append(await conn.read_response())
-                except ResponseError as exc:
-                    results.append(exc)
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
-        return results
+            return [await client.execute_command(*commands[0])]
+        except ResponseError as exc:
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+async def _run_on_connection(
+    client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]
+) -> list[Any]:
+    """Write ``commands`` in one go on a pooled connection and read their replies.
+
+    The layer's commands (scripts, stream reads, ZREM) need none of the reply
+    callbacks, retries or per-command bookkeeping of redis-py's
+    ``execute_command`` and pipeline, which cost about a tenth of a
+    sequential sender's time. A connection interrupted before every reply was
+    read (an error, a cancel) is closed, never handed back to the pool.
+    """
+    pool: Any = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        packed = conn.pack_commands(commands)
+        writer: Any = getattr(conn, "_writer", None)
+        if _can_write_now(writer):
+            # Into an empty socket buffer a write never waits; redis-py's
+            # send_packed_command wraps it in asyncio.wait_for, which on
+            # Python 3.11 creates a task per command (a fifth of a
+            # sequential sender's time, measured with bench p2p).
+            writer.writelines(packed)
+        else:
+            await conn.send_packed_command(packed, check_health=False)
+        results: list[Any] = []
+        for _ in commands:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+    return results
+
+
+StreamEntry = tuple[bytes, "dict[bytes, bytes] | None"]
+
+
+def stream_entries(reply: Any) -> list[StreamEntry]:
+    """The entries of an XREAD/XREADGROUP reply for one stream.
+
+    Takes the raw RESP3 form (``{key: [[id, [field, value, ...]], ...]}``),
+    the raw RESP2 form (``[[key, [...]]]``) and redis-py's parsed form (fields
+    as a dict). An entry trimmed while pending comes back with None fields.
+    """
+    if not reply:
+        return []
+    entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    out: list[StreamEntry] = []
+    for entry_id, raw in entries:
+        fields = (
+            raw
+            if raw is None or isinstance(raw, dict)
+            else dict(zip(raw[::2], raw[1::2], strict=False))
+        )
+        out.append((entry_id, fields))
+    return out
 
 
 def _can_write_now(writer: Any) -> bool:

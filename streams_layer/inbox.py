@@ -36,7 +36,10 @@ from .connection import (
     Client,
     CommandBatcher,
     ServerClock,
+    StreamEntry,
     raise_if_cancelling,
+    run_commands,
+    stream_entries,
 )
 from .exceptions import MalformedEntryError, StreamsLayerError
 from .mailbox import Mailboxes
@@ -165,7 +168,7 @@ class InboxReader:
         except (*NETWORK_ERRORS, StreamsLayerError) as exc:
             logger.debug("inbox %s: idle count reset failed: %s", self._key, exc)
 
-    async def _entries_lost_in_flight(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _entries_lost_in_flight(self) -> list[StreamEntry]:
         """Entries Redis delivered to a read whose reply never arrived (CLIENT KILL, a
         dropped connection): still in the stream, between what we saw and the
         group's last-delivered ID."""
@@ -181,7 +184,7 @@ class InboxReader:
             logger.info("inbox %s: fetched %d entries a dropped read lost", self._key, len(lost))
         return list(lost or [])
 
-    async def _read(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _read(self) -> list[StreamEntry]:
         if not self._opened:
             ttl = self._config.key_ttl_s
             server_ms = await self._batcher.script(STREAM_OPEN, [self._key], [READER_GROUP, ttl])
@@ -192,7 +195,7 @@ class InboxReader:
             self._recover = False
             if lost:
                 return lost
-        pipe = self._client.pipeline(transaction=False)
+        commands: list[tuple[Any, ...]] = []
         trim = self._read_upto is not None and (
             self._read_since_trim >= TRIM_EVERY or time.monotonic() >= self._next_trim
         )
@@ -202,24 +205,19 @@ class InboxReader:
             # read, or after TRIM_EVERY entries, so a fast one stays under
             # INBOX_BACKLOG (above it every send looks for expired entries,
             # which cost about a third of the send script's time).
-            pipe.xtrim(self._key, minid=next_id(self._read_upto), approximate=False)
+            commands.append(("XTRIM", self._key, "MINID", next_id(self._read_upto)))
             self._next_trim = time.monotonic() + TRIM_INTERVAL_S
             self._read_since_trim = 0
-        pipe.xreadgroup(
-            READER_GROUP,
-            READER_CONSUMER,
-            {self._key: ">"},
-            count=self._config.read_count,
-            block=self._config.block_ms,
-            noack=True,
-        )
-        replies = await pipe.execute()
+        group = ("GROUP", READER_GROUP, READER_CONSUMER)
+        options = ("COUNT", self._config.read_count, "BLOCK", self._config.block_ms, "NOACK")
+        commands.append(("XREADGROUP", *group, *options, "STREAMS", self._key, ">"))
+        replies = await run_commands(self._client, commands)
         if trim:
             self._read_upto = None
-        reply: Any = replies[-1]
-        if not reply:
-            return []
-        return list(reply[0][1])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return stream_entries(replies[-1])
 
     def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
         try:

@@ -24,6 +24,7 @@ from .config import (
     DEFAULT_PREFIX,
     DEFAULT_SERIALIZER_FORMAT,
     GIVE_BACK_DELAY_S,
+    GIVE_BACK_EAGER_SHARE,
     GIVE_BACK_RETRY_S,
     build_config,
 )
@@ -58,7 +59,9 @@ class _LoopState:
         self.clock = ServerClock()
         self.active_receives = 0
         self.pending_tasks: set[asyncio.Task[Any]] = set()
-        self.give_back_timer: asyncio.TimerHandle | None = None
+        self.give_back_timer: asyncio.Handle | None = None
+        # Whether give_back_timer is the GIVE_BACK_DELAY_S one (an earlier one may replace it).
+        self.give_back_delayed = False
         self.closed = False
         tag = layer.client_id
         self.reader = InboxReader(
@@ -286,8 +289,11 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.active_receives -= 1
         if mailboxes.expired:
             self._dropped(mailboxes.collect_expired())
-        self._consumed[channel] += 1
-        self._schedule_give_back(state)
+        consumed = self._consumed[channel] = self._consumed[channel] + 1
+        if consumed * GIVE_BACK_EAGER_SHARE >= self.get_capacity(channel):
+            self._give_back_soon(state)
+        else:
+            self._schedule_give_back(state)
         metrics.record(metrics.RECEIVED, channel=channel)
         return message
 
@@ -533,6 +539,20 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.give_back_timer = asyncio.get_running_loop().call_later(
                 GIVE_BACK_DELAY_S, self._flush_consumed, state
             )
+            state.give_back_delayed = True
+
+    def _give_back_soon(self, state: _LoopState) -> None:
+        """Give back in the next loop iteration instead of after GIVE_BACK_DELAY_S.
+
+        A pending retry after a failed give-back (Redis away) keeps its delay.
+        """
+        timer = state.give_back_timer
+        if timer is not None:
+            if not state.give_back_delayed:
+                return
+            timer.cancel()
+        state.give_back_timer = asyncio.get_running_loop().call_soon(self._flush_consumed, state)
+        state.give_back_delayed = False
 
     def _dropped(self, dropped: Counter[str]) -> None:
         """Messages dropped unread from local buffers (expired): count them, give capacity back."""
@@ -576,6 +596,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.give_back_timer = future.get_loop().call_later(
                 GIVE_BACK_RETRY_S, self._flush_consumed, state
             )
+            state.give_back_delayed = False
 
 
 async def _unlink_matching(client: Any, pattern: str) -> None:

@@ -148,6 +148,32 @@ async def test_capacity_frees_up_for_another_sender_after_receive(
     assert [(await receive_within(owner, channel))["n"] for _ in range(2)] == [3, 4]
 
 
+async def _queued_in_redis(layer: Any, channel: str) -> int:
+    client = layer._state().shards.client(layer.client_id)
+    raw = await client.hget(layer.keys.inbox_counts(layer.client_id), channel)
+    return int(raw or 0)
+
+
+async def test_capacity_comes_back_at_once_after_a_quarter_of_it_was_received(
+    make_layer: LayerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below a quarter the give-back waits for GIVE_BACK_DELAY_S; from a quarter on, it does not."""
+    monkeypatch.setattr(streams_layer.layer, "GIVE_BACK_DELAY_S", 30.0)
+    owner, sender = make_layer(capacity=8), make_layer(capacity=8)
+    channel = await owner.new_channel()
+    await _fill(sender, channel, 8)
+    await receive_within(owner, channel)
+    await asyncio.sleep(0.3)
+    assert await _queued_in_redis(owner, channel) == 8  # one of 8 taken: held back
+    await receive_within(owner, channel)  # two of 8: a quarter
+    for _ in range(100):
+        if await _queued_in_redis(owner, channel) == 6:
+            break
+        await asyncio.sleep(0.02)
+    assert await _queued_in_redis(owner, channel) == 6
+    await sender.send(channel, {"type": "x", "n": 8})
+
+
 async def test_channel_capacity_glob_pattern_overrides_capacity(make_layer: LayerFactory) -> None:
     layer = make_layer(capacity=5, channel_capacity={"http.*": 2})
     await _fill(layer, "http.request", 2)

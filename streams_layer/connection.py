@@ -23,6 +23,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+try:  # hiredis is a dependency (redis[hiredis]), but redis-py works without it
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover
+    pack_command = None  # type: ignore[assignment]
+
 try:  # redis-py 7 and newer
     from redis.maint_notifications import MaintNotificationsConfig
 except ImportError:  # pragma: no cover - older redis-py has no such setting
@@ -268,7 +273,7 @@ async def _run_on_connection(
     pool: Any = client.connection_pool
     conn = await pool.get_connection()
     try:
-        packed = conn.pack_commands(commands)
+        packed = _pack(conn, commands)
         writer: Any = getattr(conn, "_writer", None)
         if _can_write_now(writer):
             # Into an empty socket buffer a write never waits; redis-py's
@@ -314,6 +319,18 @@ def stream_entries(reply: Any) -> list[StreamEntry]:
         )
         out.append((entry_id, fields))
     return out
+
+
+def _pack(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    """RESP for ``commands``: hiredis's C packer (about 7x faster than redis-py's
+    Python one for a send script's arguments), else redis-py's."""
+    if pack_command is not None:
+        try:
+            return [pack_command(args) for args in commands]
+        except TypeError:  # an argument type hiredis does not pack
+            pass
+    packed: list[bytes] = conn.pack_commands(commands)
+    return packed
 
 
 def _can_write_now(writer: Any) -> bool:

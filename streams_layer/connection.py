@@ -10,6 +10,7 @@ connection from the pool, so they never hold one that sends need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -43,6 +44,8 @@ Client = aioredis.Redis | RedisCluster
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 SCAN_COUNT = 1000
+# How long closing waits for commands already queued.
+CLOSE_DRAIN_S = 2.0
 
 
 def is_cluster(host: dict[str, Any]) -> bool:
@@ -196,6 +199,15 @@ class CommandBatcher:
     ) -> asyncio.Future[Any]:
         """Queue a Lua script call by SHA; returns a future for its reply."""
         return self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def drained(self) -> None:
+        """Return once no command of this batcher is queued or in flight."""
+        while self._running:
+            task = self._task
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                await asyncio.wait({task})
+            else:  # a caller sending its own command (see call()) holds the turn
+                await asyncio.sleep(0.001)
 
     async def _drain(self) -> None:
         try:
@@ -390,7 +402,16 @@ class ShardSet:
         return self.batchers[self.index(tag)]
 
     async def aclose(self) -> None:
-        """Close every client, ignoring a server that has gone away."""
+        """Close every client, ignoring a server that has gone away.
+
+        Commands already queued (a capacity give-back, say) are answered
+        first, for at most CLOSE_DRAIN_S: closing the clients under them
+        turned them into "Connection closed by server" errors.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(b.drained() for b in self.batchers)), CLOSE_DRAIN_S
+            )
         for client in self.clients:
             try:
                 await client.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
@@ -322,6 +323,23 @@ async def test_close_releases_every_connection(
     assert await _client_count(redis_client) > baseline
     await getattr(layer, method)()
     assert await _settled_client_count(redis_client, baseline) <= baseline
+
+
+async def test_close_waits_for_a_capacity_give_back_in_flight(
+    make_layer: LayerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() right after a receive lets the give-back it started finish."""
+    layer = make_layer(capacity=4)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "x"})
+    assert await receive_within(layer, channel) == {"type": "x"}  # a quarter: give back now
+    await asyncio.sleep(0)  # the give-back is queued, not yet answered
+    with caplog.at_level(logging.WARNING, logger="streams_layer"):
+        await layer.close()
+    assert not [r for r in caplog.records if "capacity" in r.getMessage()]
+    sender = make_layer(capacity=4)
+    for n in range(4):  # all the capacity came back
+        await sender.send(channel, {"type": "x", "n": n})
 
 
 async def test_close_pools_then_reuse_works(layer: Any) -> None:

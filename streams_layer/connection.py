@@ -146,6 +146,8 @@ class CommandBatcher:
         self._running = False
         # Held so the drain task is not garbage-collected while it runs.
         self._task: asyncio.Task[None] | None = None
+        # The connection of a standalone or Sentinel client (see _send).
+        self._conn: Any = None
 
     def submit(self, *args: Any) -> asyncio.Future[Any]:
         """Queue one command (``"EVALSHA", sha, numkeys, ...`` or any other).
@@ -246,7 +248,15 @@ class CommandBatcher:
         return results
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        return await run_commands(self._client, commands)
+        if isinstance(self._client, RedisCluster):
+            return await run_commands(self._client, commands)
+        if self._conn is None:
+            # Held for the batcher's life: it sends one batch at a time, and a
+            # pool checkout and release per command cost about a tenth of a
+            # sequential sender's time. Closing the client closes it too.
+            pool: Any = self._client.connection_pool
+            self._conn = await pool.get_connection()
+        return await exchange(self._conn, commands)
 
 
 async def run_commands(client: Client, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -274,18 +284,34 @@ async def run_commands(client: Client, commands: Sequence[tuple[Any, ...]]) -> l
 async def _run_on_connection(
     client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]
 ) -> list[Any]:
-    """Write ``commands`` in one go on a pooled connection and read their replies.
+    """:func:`exchange` on a connection taken from the pool for this call."""
+    pool: Any = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        return await exchange(conn, commands)
+    finally:
+        await pool.release(conn)
+
+
+async def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Write ``commands`` in one go on ``conn`` and read their raw replies.
 
     The layer's commands (scripts, stream reads, ZREM) need none of the reply
     callbacks, retries or per-command bookkeeping of redis-py's
     ``execute_command`` and pipeline, which cost about a tenth of a
-    sequential sender's time. A connection interrupted before every reply was
-    read (an error, a cancel) is closed, never handed back to the pool.
+    sequential sender's time. Error replies come back as exceptions in the
+    list. A connection the server closed while idle is opened again first; one
+    interrupted before every reply was read (an error, a cancel) is closed, so
+    no reply is ever left unread on it.
     """
-    pool: Any = client.connection_pool
-    conn = await pool.get_connection()
     try:
         packed = _pack(conn, commands)
+        if _closed_by_peer(conn):
+            await conn.disconnect()
+        if getattr(conn, "_writer", None) is None:
+            # connect(), not send_packed_command's own connecting: a Sentinel
+            # connection asks the sentinels for the master only in connect().
+            await conn.connect()
         writer: Any = getattr(conn, "_writer", None)
         if _can_write_now(writer):
             # Into an empty socket buffer a write never waits; redis-py's
@@ -304,9 +330,16 @@ async def _run_on_connection(
     except BaseException:
         await conn.disconnect()
         raise
-    finally:
-        await pool.release(conn)
     return results
+
+
+def _closed_by_peer(conn: Any) -> bool:
+    """Whether ``conn``'s socket saw the server close it (EOF, reset) while idle."""
+    reader: Any = getattr(conn, "_reader", None)
+    writer: Any = getattr(conn, "_writer", None)
+    if reader is None or writer is None:
+        return False  # not connected: send_packed_command connects
+    return bool(reader.at_eof() or reader.exception() is not None or writer.transport.is_closing())
 
 
 StreamEntry = tuple[bytes, "dict[bytes, bytes] | None"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis.asyncio
 
@@ -15,7 +16,7 @@ async def test_exchange_returns_raw_replies_and_error_replies_in_order(
 ) -> None:
     client = make_client({"address": own_redis.url})
     assert isinstance(client, redis.asyncio.Redis)
-    pool = client.connection_pool
+    pool: Any = client.connection_pool
     conn = await pool.get_connection()
     try:
         replies = await exchange(

@@ -279,16 +279,14 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         try:
             message = mailboxes.take(channel)
             while message is None:
-                if mailboxes.expired:
-                    self._dropped(mailboxes.collect_expired())
+                self._collect_expired()
                 state.reader.ensure_running()
                 message = await mailboxes.wait(channel)
                 if message is None:
                     message = mailboxes.take(channel)
         finally:
             state.active_receives -= 1
-        if mailboxes.expired:
-            self._dropped(mailboxes.collect_expired())
+        self._collect_expired()
         consumed = self._consumed[channel] = self._consumed[channel] + 1
         if consumed * GIVE_BACK_EAGER_SHARE >= self.get_capacity(channel):
             self._give_back_soon(state)
@@ -443,11 +441,14 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             )
             sizes.append(len(channels))
         results = await asyncio.gather(*futures, return_exceptions=True)
-        delivered = sum(r for r in results if isinstance(r, int))
-        failed = [r for r in results if isinstance(r, BaseException)]
-        unreached = sum(
-            n for n, r in zip(sizes, results, strict=True) if isinstance(r, BaseException)
-        )
+        delivered = unreached = 0
+        failed: list[BaseException] = []
+        for size, result in zip(sizes, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(result)
+                unreached += size
+            else:
+                delivered += int(result)
         full = len(members) - delivered - unreached
         metrics.record(metrics.SENT, delivered, channel=group)
         metrics.record(metrics.CHANNEL_FULL, full, channel=group)
@@ -553,6 +554,11 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             timer.cancel()
         state.give_back_timer = asyncio.get_running_loop().call_soon(self._flush_consumed, state)
         state.give_back_delayed = False
+
+    def _collect_expired(self) -> None:
+        """Count and give back what take() found expired in local buffers."""
+        if self.mailboxes.expired:
+            self._dropped(self.mailboxes.collect_expired())
 
     def _dropped(self, dropped: Counter[str]) -> None:
         """Messages dropped unread from local buffers (expired): count them, give capacity back."""

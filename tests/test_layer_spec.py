@@ -325,6 +325,18 @@ async def test_close_releases_every_connection(
     assert await _settled_client_count(redis_client, baseline) <= baseline
 
 
+async def test_an_empty_message_handed_to_a_waiting_receive_is_returned(
+    make_layer: LayerFactory,
+) -> None:
+    """An empty dict is a valid message, and falsy: the hand-off must not take it for none."""
+    owner, sender = make_layer(), make_layer()
+    channel = await owner.new_channel()
+    waiting = asyncio.ensure_future(owner.receive(channel))
+    await asyncio.sleep(0.1)  # the receive waits on its empty buffer
+    await sender.send(channel, {})
+    assert await asyncio.wait_for(waiting, 5) == {}
+
+
 async def test_close_waits_for_a_capacity_give_back_in_flight(
     make_layer: LayerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

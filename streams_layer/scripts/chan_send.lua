@@ -5,7 +5,8 @@
 -- A team's lag never exceeds the stream's length, so while the stream is
 -- shorter than both the capacity and INBOX_BACKLOG the channel cannot be
 -- full and trimming can wait: XINFO GROUPS, XPENDING and XTRIM run only
--- past that length (they were about half of the script's time). Acknowledged
+-- past that length (with them skipped, the send and acknowledge scripts of a
+-- send/receive loop averaged 10.2 instead of 16.0 us per call). Acknowledged
 -- entries are trimmed by the acknowledging script; an expired entry left
 -- here meanwhile is never delivered (receive() checks its age).
 local stream = KEYS[1]

@@ -9,6 +9,27 @@ local function split(text)
   return out
 end
 
+-- Commands over long key lists go in slices: unpack() of a very long list
+-- would overflow Lua's stack.
+local SLICE = 1000
+
+-- HMGET of any number of fields, as numbers (a missing field is 0).
+local function hmget_numbers(hash, fields)
+  local out = {}
+  for first = 1, #fields, SLICE do
+    local got = redis.call('HMGET', hash, unpack(fields, first, math.min(first + SLICE - 1, #fields)))
+    for i = 1, #got do out[first + i - 1] = tonumber(got[i] or '0') end
+  end
+  return out
+end
+
+-- redis.call(command, key, ...) over ``args`` in slices of ``per_call`` items.
+local function call_sliced(command, key, args, per_call)
+  for first = 1, #args, per_call do
+    redis.call(command, key, unpack(args, first, math.min(first + per_call - 1, #args)))
+  end
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -14,26 +14,14 @@
 -- full, or the inbox holds more than a reader that keeps up leaves behind.
 -- Probing on every send cost about a quarter of the script's time.
 local stream, counts = KEYS[1], KEYS[2]
-local HMGET_SLICE = 1000
 
 local channels = split(ARGV[4])
 local capacities = split(ARGV[5])
 for i = 1, #capacities do capacities[i] = tonumber(capacities[i]) end
 
--- HMGET in slices: unpack() of a very long list would overflow Lua's stack.
-local function queued_counts()
-  local out = {}
-  for first = 1, #channels, HMGET_SLICE do
-    local last = math.min(first + HMGET_SLICE - 1, #channels)
-    local got = redis.call('HMGET', counts, unpack(channels, first, last))
-    for i = 1, #got do out[first + i - 1] = tonumber(got[i] or '0') end
-  end
-  return out
-end
-
 -- The channels with room, and their counts after this message (HSET pairs).
 local function accepted_channels()
-  local queued = queued_counts()
+  local queued = hmget_numbers(counts, channels)
   local accepted, raised = {}, {}
   for i, ch in ipairs(channels) do
     if queued[i] < (capacities[i] or capacities[1]) then
@@ -74,9 +62,7 @@ local listed = ARGV[4]
 if #accepted < #channels then listed = table.concat(accepted, ',') end
 redis.call('XADD', stream, '*', 'c', listed, 'm', ARGV[1])
 -- One HSET per slice rather than one HINCRBY per channel (the script is atomic).
-for first = 1, #raised, 2 * HMGET_SLICE do
-  redis.call('HSET', counts, unpack(raised, first, math.min(first + 2 * HMGET_SLICE - 1, #raised)))
-end
+call_sliced('HSET', counts, raised, 2 * SLICE)
 redis.call('EXPIRE', stream, ARGV[3])
 redis.call('EXPIRE', counts, ARGV[3])
 return #accepted

@@ -49,6 +49,13 @@ EXPIRE_BATCH = 64
 # once it has read TRIM_EVERY entries, so it stays below this.
 INBOX_BACKLOG = 100
 TRIM_EVERY = INBOX_BACKLOG // 2
+# Unread inbox entries a send looks through to count a nearly full channel's
+# group messages exactly; with more unread than this the channel counts as full.
+UNREAD_SCAN = 1000
+# Fields of an inbox's counts hash besides channel names ('~' is never in one):
+# group entries added, and group entries the reader has read.
+GROUP_ADDED_FIELD = "~g"
+GROUP_READ_FIELD = "~r"
 # Capacity freed by receive() is returned to Redis at most this late, so one
 # script call carries the capacity of many received messages.
 GIVE_BACK_DELAY_S = 0.005

@@ -148,6 +148,14 @@ class CommandBatcher:
         self._task: asyncio.Task[None] | None = None
         # The connection of a standalone or Sentinel client (see _send).
         self._conn: Any = None
+        # redis-py's cluster pipeline packs arguments in Python: ~1 ms for 500
+        # channel names against ~0.1 ms for hiredis. Scripts take a list of
+        # names either way (common.lua's list_args); see list_arg().
+        self.is_cluster = isinstance(client, RedisCluster)
+
+    def list_arg(self, names: Sequence[str]) -> Sequence[str]:
+        """Script arguments for a list of names: one each, or comma-joined on a cluster."""
+        return (",".join(names),) if self.is_cluster else names
 
     def submit(self, *args: Any) -> asyncio.Future[Any]:
         """Queue one command (``"EVALSHA", sha, numkeys, ...`` or any other).

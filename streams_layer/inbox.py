@@ -86,6 +86,8 @@ class InboxReader:
         clock: ServerClock,
         wanted: Callable[[], bool],
         on_dropped: Callable[[Counter[str]], None],
+        on_group_read: Callable[[list[str], list[str], list[str]], None],
+        capacity_of: Callable[[str], int],
     ) -> None:
         self._client = client
         self._batcher = batcher
@@ -97,6 +99,8 @@ class InboxReader:
         self._clock = clock
         self._wanted = wanted
         self._on_dropped = on_dropped
+        self._on_group_read = on_group_read
+        self._capacity_of = capacity_of
         self._task: asyncio.Task[None] | None = None
         self._read_upto: bytes | None = None
         self._read_since_trim = 0
@@ -226,6 +230,9 @@ class InboxReader:
         except (MalformedEntryError, UnicodeDecodeError) as exc:
             logger.warning("inbox %s: skipping malformed entry %r: %s", self._key, entry_id, exc)
             return
+        if b"g" in (fields or {}):
+            self._deliver_group(entry_id, channels, payload)
+            return
         expires_at = self._clock.to_local((entry_ms(entry_id) + self._config.expiry_ms) / 1000)
         if expires_at <= time.time():
             self._on_dropped(Counter(channels))
@@ -238,6 +245,26 @@ class InboxReader:
             return
         for index, channel in enumerate(channels):
             self._mailboxes.put(channel, message if index == 0 else dict(message), expires_at)
+
+    def _deliver_group(self, entry_id: bytes, channels: list[str], payload: bytes) -> None:
+        """A group message: its members' capacity was not counted when it was
+        sent, so a member whose buffer is full misses it here, and the others
+        hold a count until they receive it (see inbox_send.lua)."""
+        held: list[str] = []
+        expired: list[str] = []
+        full: list[str] = []
+        expires_at = self._clock.to_local((entry_ms(entry_id) + self._config.expiry_ms) / 1000)
+        message = None
+        if expires_at <= time.time():
+            expired = channels
+        else:
+            try:
+                message = self._codec.decode(payload)
+            except MalformedEntryError as exc:
+                logger.warning("inbox %s: skipping entry %r: %s", self._key, entry_id, exc)
+        if message is not None:
+            held, full = self._mailboxes.put_group(channels, message, expires_at, self._capacity_of)
+        self._on_group_read(held, expired, full)
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()

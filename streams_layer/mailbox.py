@@ -11,18 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from .serializers import Message
 
 Entry = tuple[float, Message]  # (wall-clock expiry, message)
-
-
-@dataclass
-class _Box:
-    items: deque[Entry] = field(default_factory=deque)
-    # A waiter's result is an entry handed to it directly, or None for "look again".
-    waiters: deque[asyncio.Future[Entry | None]] = field(default_factory=deque)
+# A waiter's result is an entry handed to it directly, or None for "look again".
+Waiter = asyncio.Future[Entry | None]
 
 
 class Mailboxes:
@@ -33,57 +28,107 @@ class Mailboxes:
     without looking in the buffer again (the common case of a websocket
     consumer waiting for its next message). A waiter cancelled after the
     hand-off puts the message back at the front, so nothing is lost.
+
+    Buffers and waiter lists exist only while they hold something: a
+    thousand channels each waiting for one group message cost a dict entry
+    each, and the buffers of channels nobody uses any more leave nothing behind.
     """
 
     def __init__(self) -> None:
-        self._boxes: dict[str, _Box] = {}
+        self._items: dict[str, deque[Entry]] = {}
+        self._waiters: dict[str, list[Waiter]] = {}
         # Expired messages dropped by take(), per channel, until collected.
         self.expired: Counter[str] = Counter()
 
     def __len__(self) -> int:
-        return sum(len(box.items) for box in self._boxes.values())
+        return sum(len(items) for items in self._items.values())
 
     def queued(self, channel: str) -> int:
         """Messages buffered for ``channel``."""
-        box = self._boxes.get(channel)
-        return len(box.items) if box is not None else 0
+        items = self._items.get(channel)
+        return len(items) if items is not None else 0
 
     def put(self, channel: str, message: Message, expires_at: float) -> None:
         """Queue ``message`` (wall-clock ``expires_at``) and wake the channel's waiters."""
-        box = self._boxes.get(channel)
-        if box is None:
-            box = self._boxes[channel] = _Box()
-        if not box.items and box.waiters:
+        items = self._items.get(channel)
+        waiters = self._waiters.get(channel)
+        if items is None and waiters:
             loop = _running_loop()
-            while box.waiters:
-                waiter = box.waiters.popleft()
+            for index, waiter in enumerate(waiters):
                 if waiter.done():
                     continue
                 if waiter.get_loop() is loop:
+                    del waiters[: index + 1]
                     waiter.set_result((expires_at, message))
                     return
-                box.waiters.appendleft(waiter)
+                del waiters[:index]
                 break
-        box.items.append((expires_at, message))
-        self._wake_waiters(box)
+        if items is None:
+            items = self._items[channel] = deque()
+        items.append((expires_at, message))
+        if waiters:
+            self._wake(channel)
+
+    def put_group(
+        self,
+        channels: list[str],
+        message: Message,
+        expires_at: float,
+        capacity_of: Callable[[str], int],
+    ) -> tuple[list[str], list[str]]:
+        """:meth:`put` a copy of ``message`` for each of ``channels`` whose buffer
+        holds fewer than its capacity; returns (channels given it, channels full).
+
+        One group message for a thousand members of one process: this loop
+        is most of the receiving side's work, so it does what :meth:`put`
+        does with the lookups hoisted.
+        """
+        given: list[str] = []
+        full: list[str] = []
+        loop = _running_loop()
+        items_of, waiters_of = self._items, self._waiters
+        for channel in channels:
+            items = items_of.get(channel)
+            if items is not None and len(items) >= capacity_of(channel):
+                full.append(channel)
+                continue
+            entry = (expires_at, dict(message) if given else message)
+            given.append(channel)
+            waiters = waiters_of.get(channel)
+            if items is None and waiters:
+                waiter = waiters[0]
+                if not waiter.done() and waiter.get_loop() is loop:
+                    del waiters[0]
+                    waiter.set_result(entry)
+                    continue
+                self.put(channel, entry[1], expires_at)
+                continue
+            if items is None:
+                items = items_of[channel] = deque()
+            items.append(entry)
+            if waiters:
+                self._wake(channel)
+        return given, full
 
     def take(self, channel: str) -> Message | None:
         """The oldest fresh message of ``channel``, or None.
 
         Expired messages found on the way are counted in :attr:`expired`.
         """
-        box = self._boxes.get(channel)
-        if box is None:
+        items = self._items.get(channel)
+        if items is None:
             return None
         now = time.time()
-        while box.items:
-            expires_at, message = box.items.popleft()
+        message = None
+        while items:
+            expires_at, oldest = items.popleft()
             if expires_at > now:
-                self._forget_if_idle(channel, box)
-                return message
+                message = oldest
+                break
             self.expired[channel] += 1
-        self._forget_if_idle(channel, box)
-        return None
+        if not items:
+            del self._items[channel]
+        return message
 
     def collect_expired(self) -> Counter[str]:
         """The expired-message counts gathered by :meth:`take` since the last call."""
@@ -96,13 +141,13 @@ class Mailboxes:
         Returns the message when it was handed over directly, else None (look
         in the buffer again).
         """
-        box = self._boxes.get(channel)
-        if box is None:
-            box = self._boxes[channel] = _Box()
-        if box.items:
+        if channel in self._items:
             return None
-        waiter: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-        box.waiters.append(waiter)
+        waiter: Waiter = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.get(channel)
+        if waiters is None:
+            waiters = self._waiters[channel] = []
+        waiters.append(waiter)
         try:
             entry = await waiter
         except asyncio.CancelledError:
@@ -110,45 +155,41 @@ class Mailboxes:
                 handed = waiter.result()
                 if handed is not None:
                     # Cancelled after the hand-off: the message goes back first in line.
-                    box = self._boxes.setdefault(channel, box)
-                    box.items.appendleft(handed)
-                    self._wake_waiters(box)
+                    self._items.setdefault(channel, deque()).appendleft(handed)
+                    self._wake(channel)
             raise
         finally:
-            if waiter in box.waiters:
-                box.waiters.remove(waiter)
-            self._forget_if_idle(channel, box)
+            waiters = self._waiters.get(channel)
+            if waiters is not None:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[channel]
         return entry[1] if entry is not None else None
 
     def wake_all(self) -> None:
         """Wake every waiter (used when the reader stops or fails)."""
-        for box in self._boxes.values():
-            self._wake_waiters(box)
+        for channel in list(self._waiters):
+            self._wake(channel)
 
     def sweep(self, dropped: Counter[str]) -> None:
         """Drop expired messages of every channel, counting them in ``dropped``."""
         now = time.time()
-        for channel, box in list(self._boxes.items()):
-            while box.items and box.items[0][0] <= now:
-                box.items.popleft()
+        for channel, items in list(self._items.items()):
+            while items and items[0][0] <= now:
+                items.popleft()
                 dropped[channel] += 1
-            self._forget_if_idle(channel, box)
+            if not items:
+                del self._items[channel]
 
     def clear(self) -> None:
         """Drop every buffered message (``flush``); waiters keep waiting."""
-        for box in self._boxes.values():
-            box.items.clear()
+        self._items.clear()
         self.expired.clear()
 
-    def _forget_if_idle(self, channel: str, box: _Box) -> None:
-        if not box.items and not box.waiters and self._boxes.get(channel) is box:
-            del self._boxes[channel]
-
-    @staticmethod
-    def _wake_waiters(box: _Box) -> None:
-        for waiter in box.waiters:
+    def _wake(self, channel: str) -> None:
+        for waiter in self._waiters.pop(channel, ()):
             _wake(waiter)
-        box.waiters.clear()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -158,7 +199,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _wake(waiter: asyncio.Future[Entry | None]) -> None:
+def _wake(waiter: Waiter) -> None:
     loop = waiter.get_loop()
     if loop.is_closed():
         return
@@ -169,6 +210,6 @@ def _wake(waiter: asyncio.Future[Entry | None]) -> None:
         loop.call_soon_threadsafe(_set_if_pending, waiter)
 
 
-def _set_if_pending(waiter: asyncio.Future[Entry | None]) -> None:
+def _set_if_pending(waiter: Waiter) -> None:
     if not waiter.done():
         waiter.set_result(None)

@@ -75,12 +75,14 @@ def record(event: str, count: int = 1, *, channel: str, team: str | None = None)
         raise ValueError(f"unknown metrics event {event!r}; expected one of {EVENTS}")
     if count <= 0:
         return
+    with _lock:
+        _totals[event] += count
+        if not _observers:
+            return
+        observers = list(_observers)
     labels = {"channel": channel_label(channel)}
     if team is not None:
         labels["team"] = team
-    with _lock:
-        _totals[event] += count
-        observers = list(_observers)
     for observer in observers:
         try:
             observer(event, count, labels)

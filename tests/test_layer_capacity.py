@@ -263,3 +263,69 @@ async def test_group_messages_count_against_member_capacity(make_layer: LayerFac
         await layer.send(member, {"type": "x", "n": 99})
     assert [(await receive_within(layer, member))["n"] for _ in range(2)] == [0, 1]
     assert await receives_nothing(layer, member)
+
+
+async def _counts_hash(layer: Any) -> dict[bytes, bytes]:
+    client = layer._state().shards.client(layer.client_id)
+    return dict(await client.hgetall(layer.keys.inbox_counts(layer.client_id)))
+
+
+async def test_group_messages_leave_no_per_member_count_once_received(
+    make_layer: LayerFactory,
+) -> None:
+    """Group entries are counted per inbox (added, read), members only hold a count
+    between the reader taking a message in and receive() returning it."""
+    owner, sender = make_layer(), make_layer()
+    members = [await owner.new_channel() for _ in range(20)]
+    for member in members:
+        await sender.group_add("room", member)
+    for n in range(3):
+        await sender.group_send("room", {"type": "x", "n": n})
+        for member in members:
+            assert (await receive_within(owner, member))["n"] == n
+    # (an idle reader may have reset the hash meanwhile: then it is empty)
+    settled: tuple[dict[bytes, bytes], ...] = ({b"~g": b"3", b"~r": b"3"}, {})
+    for _ in range(100):
+        counts = await _counts_hash(owner)
+        if counts in settled:
+            break
+        await asyncio.sleep(0.02)
+    assert counts in settled
+
+
+async def test_unread_group_messages_of_other_members_leave_a_send_room(
+    make_layer: LayerFactory,
+) -> None:
+    """The unread group entries bound a channel's count only until they are looked at:
+    a send() to a channel they do not name is accepted."""
+    owner, sender = make_layer(capacity=2), make_layer(capacity=2)
+    member, other = await owner.new_channel(), await owner.new_channel()
+    await sender.group_add("room", member)
+    for message in numbered(3):
+        await sender.group_send("room", message)  # the third finds the member full
+    await sender.send(other, {"type": "x", "n": 10})
+    await sender.send(other, {"type": "x", "n": 11})
+    with pytest.raises(ChannelFull):
+        await sender.send(other, {"type": "x", "n": 12})
+    with pytest.raises(ChannelFull):
+        await sender.send(member, {"type": "x", "n": 13})
+    assert [(await receive_within(owner, member))["n"] for _ in range(2)] == [0, 1]
+    assert [(await receive_within(owner, other))["n"] for _ in range(2)] == [10, 11]
+    assert await receives_nothing(owner, member)
+
+
+async def test_expired_unread_group_messages_give_their_room_back(
+    make_layer: LayerFactory,
+) -> None:
+    owner, sender = make_layer(capacity=2, expiry=1), make_layer(capacity=2, expiry=1)
+    member = await owner.new_channel()
+    await sender.group_add("room", member)
+    for message in numbered(3):
+        await sender.group_send("room", message)  # two queued, the third missed
+    await asyncio.sleep(1.3)
+    await sender.group_send("room", {"type": "x", "n": 7})
+    assert (await receive_within(owner, member))["n"] == 7
+    assert await receives_nothing(owner, member)
+    counts = await _counts_hash(owner)
+    assert counts[b"~g"] == b"3"
+    assert int(counts[b"~r"]) >= 2  # the two expired entries count as read

@@ -78,3 +78,24 @@ async def test_an_empty_message_handed_over_is_not_mistaken_for_none() -> None:
     await asyncio.sleep(0)
     boxes.put(CHANNEL, {}, _fresh())
     assert await waiting == {}
+
+
+async def test_a_group_message_goes_to_members_with_room_only() -> None:
+    boxes = Mailboxes()
+    waiting = asyncio.ensure_future(boxes.wait("g.a!1"))
+    await asyncio.sleep(0)
+    boxes.put("g.a!2", {"n": 0}, _fresh())
+    boxes.put("g.a!2", {"n": 1}, _fresh())
+    message = {"n": 9}
+    given, full = boxes.put_group(["g.a!1", "g.a!2", "g.a!3"], message, _fresh(), lambda _: 2)
+    assert (given, full) == (["g.a!1", "g.a!3"], ["g.a!2"])
+    handed = await waiting
+    assert handed == message
+    taken = boxes.take("g.a!3")
+    assert taken == message
+    assert taken is not handed  # every member gets its own copy
+    assert [boxes.take("g.a!2"), boxes.take("g.a!2"), boxes.take("g.a!2")] == [
+        {"n": 0},
+        {"n": 1},
+        None,
+    ]

@@ -1,8 +1,9 @@
 """Lua scripts of the layer, loaded once and called by SHA.
 
 Each ``<name>.lua`` beside this module is one script; ``common.lua`` is
-prepended to all of them. ``EXPIRE_BATCH`` and ``INBOX_BACKLOG`` are replaced by their values from
-:mod:`streams_layer.config` so the number lives in one place.
+prepended to all of them. ``EXPIRE_BATCH``, ``INBOX_BACKLOG`` and
+``UNREAD_SCAN`` are replaced by their values from :mod:`streams_layer.config`
+so the number lives in one place.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from ..config import EXPIRE_BATCH, INBOX_BACKLOG
+from ..config import EXPIRE_BATCH, INBOX_BACKLOG, UNREAD_SCAN
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ def _load(name: str, common: str) -> Script:
     body = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
     source = (common + "\n" + body).replace("EXPIRE_BATCH", str(EXPIRE_BATCH))
     source = source.replace("INBOX_BACKLOG", str(INBOX_BACKLOG))
+    source = source.replace("UNREAD_SCAN", str(UNREAD_SCAN))
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis names scripts by SHA1
 
 
@@ -40,7 +42,6 @@ STREAM_OPEN = _load("stream_open", _COMMON)
 CHAN_SEND = _load("chan_send", _COMMON)
 CHAN_ACK = _load("chan_ack", _COMMON)
 GROUP_ADD = _load("group_add", _COMMON)
-GROUP_MEMBERS = _load("group_members", _COMMON)
 HISTORY_ADD = _load("history_add", _COMMON)
 # Team scripts (streams_layer.team) share team_common.lua as well.
 _TEAM_COMMON = (
@@ -64,7 +65,6 @@ BY_SHA: dict[str, Script] = {
         CHAN_SEND,
         CHAN_ACK,
         GROUP_ADD,
-        GROUP_MEMBERS,
         HISTORY_ADD,
         TEAM_CLAIM,
         TEAM_DEAD,

@@ -1,5 +1,9 @@
 -- KEYS[1] group sorted set; ARGV[1] channel, ARGV[2] group_expiry (s).
+-- The score is the server's time in seconds; members older than group_expiry
+-- have lapsed (group_send reads only newer ones) and are removed here.
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(t[1]), ARGV[1])
+local now = tonumber(t[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])))
+redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1

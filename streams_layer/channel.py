@@ -27,7 +27,6 @@ from .connection import (
     ServerClock,
     ShardSet,
     raise_if_cancelling,
-    run_commands,
     stream_entries,
     translate,
 )
@@ -130,7 +129,7 @@ class ChannelReceiver:
             read += ("BLOCK", self._config.block_ms)
         commands.append((*read, "STREAMS", key, "0" if resuming else ">"))
         try:
-            replies = await run_commands(self._shards.client(channel), commands)
+            replies = await self._shards.connections(channel).run(commands)
         except BaseException:
             self._unacked[channel] = acks + self._unacked.get(channel, [])
             raise

@@ -35,10 +35,10 @@ from .connection import (
     NETWORK_ERRORS,
     Client,
     CommandBatcher,
+    KeptConnections,
     ServerClock,
     StreamEntry,
     raise_if_cancelling,
-    run_commands,
     stream_entries,
 )
 from .exceptions import MalformedEntryError, StreamsLayerError
@@ -78,6 +78,7 @@ class InboxReader:
         *,
         client: Client,
         batcher: CommandBatcher,
+        connections: KeptConnections,
         inbox_key: str,
         counts_key: str,
         config: LayerConfig,
@@ -91,6 +92,7 @@ class InboxReader:
     ) -> None:
         self._client = client
         self._batcher = batcher
+        self._connections = connections
         self._key = inbox_key
         self._counts_key = counts_key
         self._config = config
@@ -215,7 +217,7 @@ class InboxReader:
         group = ("GROUP", READER_GROUP, READER_CONSUMER)
         options = ("COUNT", self._config.read_count, "BLOCK", self._config.block_ms, "NOACK")
         commands.append(("XREADGROUP", *group, *options, "STREAMS", self._key, ">"))
-        replies = await run_commands(self._client, commands)
+        replies = await self._connections.run(commands)
         if trim:
             self._read_upto = None
         for reply in replies:

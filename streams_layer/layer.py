@@ -68,6 +68,7 @@ class _LoopState:
         self.reader = InboxReader(
             client=self.shards.client(tag),
             batcher=self.shards.batcher(tag),
+            connections=self.shards.connections(tag),
             inbox_key=layer.keys.inbox(tag),
             counts_key=layer.keys.inbox_counts(tag),
             config=layer.config,

@@ -52,7 +52,7 @@ class MessageCodec:
         for key, value in message.items():
             if not isinstance(key, str):
                 raise InvalidMessageError(f"message keys must be str, got {key!r}")
-            if self._nested_keys_must_be_text:
+            if self._nested_keys_must_be_text and isinstance(value, (dict, list, tuple)):
                 _require_text_keys(value)
         if RESERVED_KEY in message:
             raise InvalidMessageError(f"message key {RESERVED_KEY!r} is reserved")

@@ -7,6 +7,7 @@ so that receivers can count lost, duplicated and out-of-order deliveries.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import time
@@ -104,37 +105,60 @@ def merge_unique(summaries: Iterable[dict[str, Any]]) -> int:
 
 
 class Receiver:
-    """Waits for ``layer.receive(channel)`` without cancelling it on timeout.
+    """One task calling ``layer.receive(channel)`` in a loop; :meth:`next` takes from its buffer.
 
-    Cancelling a receive has side effects in some layers (the pub/sub layer
-    unsubscribes the channel), so a timed-out wait keeps the pending receive
-    and the next call waits on the same one.
+    A timed-out :meth:`next` cancels nothing (cancelling a receive has side
+    effects in some layers: the pub/sub layer unsubscribes the channel). A
+    message already buffered is returned without awaiting anything: the
+    harness's own cost per message stays below the layers' (a task and an
+    ``asyncio.wait`` per message cost the receiving process about as much as
+    the fastest layer's own receive).
     """
 
     def __init__(self, layer: Any, channel: str) -> None:
         self.layer = layer
         self.channel = channel
-        self._task: asyncio.Task[Message] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._buffer: collections.deque[Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
 
     def start(self) -> None:
-        """Start the pending receive now (e.g. to subscribe before a sender starts)."""
+        """Start receiving now (e.g. to subscribe before a sender starts)."""
         if self._task is None:
-            self._task = asyncio.ensure_future(self.layer.receive(self.channel))
+            self._task = asyncio.ensure_future(self._loop())
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                self._buffer.append(await self.layer.receive(self.channel))
+                self._wake()
+        except Exception as exc:  # noqa: BLE001 - any layer error: next() raises it
+            self._error = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self, timeout_s: float) -> Message | None:
         """The next message, or ``None`` after ``timeout_s`` without one."""
         self.start()
-        task = self._task
-        if task is None:  # pragma: no cover - start() sets it
-            return None
-        done, _ = await asyncio.wait({task}, timeout=timeout_s)
-        if not done:
-            return None
-        self._task = None
-        return task.result()
+        if not self._buffer and self._error is None:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout_s, self._wake)
+            await waiter
+            timer.cancel()
+        if self._buffer:
+            return self._buffer.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
 
     async def close(self) -> None:
-        """Cancel the pending receive, if any."""
+        """Stop receiving (cancels the pending receive, if any)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

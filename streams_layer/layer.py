@@ -159,6 +159,9 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        # The state looked up last, with its loop: receive() and send() of one
+        # loop skip the weak dictionary (about 0.6 us a call).
+        self._last_state: tuple[asyncio.AbstractEventLoop, _LoopState] | None = None
 
     # Names -----------------------------------------------------------------
 
@@ -189,12 +192,23 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        last = self._last_state
+        if last is not None and last[0] is loop:
+            return last[1]
         state = self._states.get(loop)
         if state is None:
             state = _LoopState(self)
             self._states[loop] = state
             _close_with_loop(loop, self, state)
+        # One tuple, assigned at once: threads with loops of their own may race here.
+        self._last_state = (loop, state)
         return state
+
+    def _forget_state(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._states.pop(loop, None)
+        last = self._last_state
+        if last is not None and last[0] is loop:
+            self._last_state = None
 
     # Channel layer spec ----------------------------------------------------
 
@@ -524,7 +538,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         given_back = self._flush_consumed(state)
         if given_back is not None:
             await asyncio.gather(given_back, return_exceptions=True)
-        self._states.pop(loop, None)
+        self._forget_state(loop)
         await state.aclose()
 
     async def close_pools(self) -> None:
@@ -680,7 +694,7 @@ def _close_with_loop(
     def close() -> None:
         owner = layer_ref()
         if owner is not None and owner._states.get(loop) is state:
-            del owner._states[loop]
+            owner._forget_state(loop)
         if not state.closed and not loop.is_closed() and not loop.is_running():
             try:
                 loop.run_until_complete(state.aclose())

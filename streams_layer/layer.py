@@ -653,8 +653,14 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         """
         if future.cancelled() or future.exception() is None:
             return
-        logger.warning("returning capacity failed (%s); will retry", future.exception())
         self._consumed.update(taken)
+        if isinstance(future.exception(), asyncio.CancelledError):
+            # The round trip was cancelled: the loop is shutting down
+            # (asyncio.run() cancels what is left when the program returns
+            # without close()). The counts expire, or an idle reader resets them.
+            logger.debug("returning capacity was cancelled at shutdown")
+            return
+        logger.warning("returning capacity failed (%s); will retry", future.exception())
         state = self._states.get(future.get_loop())
         if state is not None and state.give_back_timer is None and not state.closed:
             # Not every 5 ms while Redis is away (a CI run saw a hot retry loop

@@ -52,6 +52,9 @@ TRIM_EVERY = INBOX_BACKLOG // 2
 # Unread inbox entries a send looks through to count a nearly full channel's
 # group messages exactly; with more unread than this the channel counts as full.
 UNREAD_SCAN = 1000
+# An inbox takes no more group entries while this many times the members'
+# capacity of them wait unread: its reader is that far behind, or gone.
+GROUP_UNREAD_FACTOR = 4
 # Fields of an inbox's counts hash besides channel names ('~' is never in one):
 # group entries added, and group entries the reader has read.
 GROUP_ADDED_FIELD = "~g"

@@ -231,6 +231,8 @@ class InboxReader:
             payload = _field(fields, b"m")
         except (MalformedEntryError, UnicodeDecodeError) as exc:
             logger.warning("inbox %s: skipping malformed entry %r: %s", self._key, entry_id, exc)
+            if b"g" in (fields or {}):
+                self._on_group_read([], [], [])  # read all the same
             return
         if b"g" in (fields or {}):
             self._deliver_group(entry_id, channels, payload)

@@ -610,9 +610,15 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         consumed = self._consumed
         for channel in held:
             consumed[channel] = consumed.get(channel, 0) - 1
-        consumed[GROUP_READ_FIELD] = consumed.get(GROUP_READ_FIELD, 0) - 1
+        read = consumed[GROUP_READ_FIELD] = consumed.get(GROUP_READ_FIELD, 0) - 1
         state = self._states.get(asyncio.get_running_loop())
-        if state is not None:
+        if state is None:
+            return
+        if -read * GIVE_BACK_EAGER_SHARE >= self.capacity:
+            # Senders count entries read but not yet reported as unread: a
+            # busy reader reports at once rather than after GIVE_BACK_DELAY_S.
+            self._give_back_soon(state)
+        elif state.give_back_timer is None:
             self._schedule_give_back(state)
 
     def _capacity_of(self, channel: str) -> int:

@@ -1,9 +1,9 @@
 """Lua scripts of the layer, loaded once and called by SHA.
 
 Each ``<name>.lua`` beside this module is one script; ``common.lua`` is
-prepended to all of them. ``EXPIRE_BATCH``, ``INBOX_BACKLOG`` and
-``UNREAD_SCAN`` are replaced by their values from :mod:`streams_layer.config`
-so the number lives in one place.
+prepended to all of them. ``EXPIRE_BATCH``, ``INBOX_BACKLOG``, ``UNREAD_SCAN``
+and ``GROUP_UNREAD_FACTOR`` are replaced by their values from
+:mod:`streams_layer.config` so the number lives in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from ..config import EXPIRE_BATCH, INBOX_BACKLOG, UNREAD_SCAN
+from ..config import EXPIRE_BATCH, GROUP_UNREAD_FACTOR, INBOX_BACKLOG, UNREAD_SCAN
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ def _load(name: str, common: str) -> Script:
     source = (common + "\n" + body).replace("EXPIRE_BATCH", str(EXPIRE_BATCH))
     source = source.replace("INBOX_BACKLOG", str(INBOX_BACKLOG))
     source = source.replace("UNREAD_SCAN", str(UNREAD_SCAN))
+    source = source.replace("GROUP_UNREAD_FACTOR", str(GROUP_UNREAD_FACTOR))
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis names scripts by SHA1
 
 

@@ -13,11 +13,13 @@
 --    entries added ('~g') and read by the reader ('~r', reported with the
 --    reader's capacity updates, which also hold one count per channel for
 --    each group message read and not yet received). So ~g - ~r bounds the
---    group entries still unread for any channel, and only a channel that
---    this bound could fill has its unread group entries counted exactly.
--- A group send to members with no queued count and a small bound is one
--- XADD: at a thousand members, reading, raising and writing back a count
--- per member took about 0.8 ms of Lua per 500 members of one inbox.
+--    group entries still unread for any channel; a channel that this bound
+--    could fill has its unread group entries counted (see accepted_channels),
+--    and an inbox with GROUP_UNREAD_FACTOR x capacity unread group entries
+--    (a reader that far behind, or gone) takes no more.
+-- A group send to members with no queued count (the usual case) is one
+-- XADD: at a thousand members, reading, raising and writing back a count per
+-- member took about 0.8 ms of Lua per 500 members of one inbox.
 -- ('~' cannot occur in a channel name.)
 --
 -- Entries older than expiry are removed (an unread entry gives back what it
@@ -44,18 +46,21 @@ local function unread_bound()
   return unread, others
 end
 
--- Unread group entries naming ``channel``; nil when more than UNREAD_SCAN
--- entries are unread (then the channel counts as full).
-local function unread_for(channel)
+-- Unread group entries naming each channel of ``wanted`` (a list): a table
+-- channel -> count, or nil when more than UNREAD_SCAN entries are unread.
+local function unread_for(wanted)
   local last = '0-0'
   for _, g in ipairs(groups_of(stream)) do last = g.last end
   local entries = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', UNREAD_SCAN + 1)
   if #entries > UNREAD_SCAN then return nil end
-  local found = 0
+  local found = {}
+  for _, ch in ipairs(wanted) do found[ch] = 0 end
   for _, entry in ipairs(entries) do
     if field(entry[2], 'g') then
       local listed_in = ',' .. (field(entry[2], 'c') or '') .. ','
-      if string.find(listed_in, ',' .. channel .. ',', 1, true) then found = found + 1 end
+      for _, ch in ipairs(wanted) do
+        if string.find(listed_in, ',' .. ch .. ',', 1, true) then found[ch] = found[ch] + 1 end
+      end
     end
   end
   return found
@@ -63,19 +68,32 @@ end
 
 -- The channels with room, and their counts (numbers) as HMGET read them.
 -- A channel has room when its count plus the unread bound is below its
--- capacity. Otherwise a send() (one channel) counts the unread group entries
--- naming it; a group send does not (that scan would cost a string search
--- per unread entry and member) and leaves the channel out.
+-- capacity. Otherwise the unread group entries naming it are counted, when
+-- that costs at most UNREAD_SCAN string searches (a send() names one
+-- channel: always). A group send to more such members than that accepts
+-- those below capacity by their own count, and the reader drops a group
+-- message for a member whose local buffer is full.
 local function accepted_channels(bound)
   local channels = split(listed)
   local queued = hmget_numbers(counts, channels)
+  local doubtful = {}
+  for i, ch in ipairs(channels) do
+    if queued[i] + bound >= (capacities[i] or capacities[1]) then doubtful[#doubtful + 1] = ch end
+  end
+  local found = {}
+  if #doubtful > 0 and bound > 0 and #doubtful * bound <= UNREAD_SCAN then
+    found = unread_for(doubtful)
+  end
   local accepted, counted = {}, {}
   for i, ch in ipairs(channels) do
     local capacity = capacities[i] or capacities[1]
-    local room = queued[i] + bound < capacity
-    if not room and not is_group and bound > 0 then
-      local found = unread_for(ch)
-      room = found ~= nil and queued[i] + found < capacity
+    local room = queued[i] < capacity
+    if room and queued[i] + bound >= capacity then
+      if found == nil then
+        room = false
+      elseif found[ch] ~= nil then
+        room = queued[i] + found[ch] < capacity
+      end
     end
     if room then
       accepted[#accepted + 1] = ch
@@ -109,10 +127,16 @@ end
 
 local function decide()
   local bound, others = unread_bound()
-  if is_group and bound < least and redis.call('HLEN', counts) == others then
-    -- No channel of this inbox has a queued count (only ~g/~r, if anything,
-    -- are in the hash) and the unread group entries cannot fill any.
-    return nil
+  if is_group then
+    if bound >= least * GROUP_UNREAD_FACTOR then
+      -- The reader is that far behind (or gone): no more group entries.
+      return {}, {}, 1
+    end
+    if bound < least and redis.call('HLEN', counts) == others then
+      -- No channel of this inbox has a queued count (only ~g/~r, if anything,
+      -- are in the hash), and the unread group entries cannot fill any.
+      return nil
+    end
   end
   return accepted_channels(bound)
 end

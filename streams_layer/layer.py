@@ -239,15 +239,34 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 if self.config.same_process_shortcut:
                     self._send_locally(channel, payload, capacity)
                     return
-                if self._consumed:
-                    # Capacity freed by this instance's receives goes first, so
-                    # a send to its own channel never meets an outdated count.
-                    self._flush_consumed(state)
-            queued = await state.shards.batcher(client).run_script(
-                INBOX_SEND,
-                [self.keys.inbox(client), self.keys.inbox_counts(client)],
-                [payload, self.config.expiry_ms, self.config.key_ttl_s, capacity, channel, 0],
-            )
+                # Capacity this instance's receives freed on the channel goes
+                # with the send, so it never meets an outdated count (and a
+                # loop sending to itself costs no give-back per message).
+                received = self._consumed.get(channel, 0)
+                if received > 0:
+                    del self._consumed[channel]
+                else:
+                    received = 0  # a hold (a negative count) stays for the next give-back
+            else:
+                received = 0
+            try:
+                queued = await state.shards.batcher(client).run_script(
+                    INBOX_SEND,
+                    [self.keys.inbox(client), self.keys.inbox_counts(client)],
+                    [
+                        payload,
+                        self.config.expiry_ms,
+                        self.config.key_ttl_s,
+                        capacity,
+                        channel,
+                        0,
+                        received,
+                    ],
+                )
+            except BaseException:
+                if received:
+                    self._consumed[channel] = self._consumed.get(channel, 0) + received
+                raise
         else:
             queued = await state.shards.batcher(channel).run_script(
                 CHAN_SEND,
@@ -469,6 +488,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                         self._capacities(channels),
                         ",".join(channels),
                         1,
+                        0,
                     ],
                 )
             )

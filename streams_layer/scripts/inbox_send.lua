@@ -3,7 +3,9 @@
 -- ARGV[1] payload, ARGV[2] expiry_ms, ARGV[3] key TTL (s),
 -- ARGV[4] the channels' capacity: one number for all, or one per channel, comma-separated,
 -- ARGV[5] the channels, comma-separated (channel names hold no commas),
--- ARGV[6] '1' for a group message, '0' for a send().
+-- ARGV[6] '1' for a group message, '0' for a send(),
+-- ARGV[7] messages of the channel received since the last give-back (a send()
+-- to the sender's own channel), given back first.
 -- Channels at capacity are left out. Returns the number of channels the
 -- message was queued for, or -1 for all of them.
 --
@@ -139,6 +141,11 @@ local function decide()
     end
   end
   return accepted_channels(bound)
+end
+
+local received = tonumber(ARGV[7])
+if received > 0 and redis.call('HINCRBY', counts, listed, -received) <= 0 then
+  redis.call('HDEL', counts, listed)
 end
 
 local backlog = redis.call('XLEN', stream) > INBOX_BACKLOG

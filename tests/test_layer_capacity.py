@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from typing import Any
 
@@ -376,3 +377,42 @@ async def test_a_send_to_an_own_channel_gives_back_what_was_received_with_it(
     assert await _queued_in_redis(layer, channel) == 1  # one received, one queued
     assert not layer._consumed
     assert flushes == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_mixed_sends_to_a_process_reading_nothing_keep_exact_capacity(
+    make_layer: LayerFactory, seed: int
+) -> None:
+    """Random group and direct sends while the owner reads nothing: every channel
+    gets exactly what a per-channel count of queued messages allows, in order."""
+    rng = random.Random(seed)
+    capacity = rng.randint(1, 4)
+    owner, sender = make_layer(capacity=capacity), make_layer(capacity=capacity)
+    channels = [await owner.new_channel() for _ in range(3)]
+    for index, channel in enumerate(channels):
+        await sender.group_add("all", channel)
+        await sender.group_add(f"one{index}", channel)
+    expected: list[list[int]] = [[] for _ in channels]
+    for n in range(30):
+        kind = rng.choice(["all", "one", "direct"])
+        message = {"type": "x", "n": n}
+        if kind == "all":
+            await sender.group_send("all", message)
+            targets = list(range(len(channels)))
+        else:
+            index = rng.randrange(len(channels))
+            targets = [index]
+            if kind == "one":
+                await sender.group_send(f"one{index}", message)
+            elif len(expected[index]) < capacity:
+                await sender.send(channels[index], message)
+            else:
+                with pytest.raises(ChannelFull):
+                    await sender.send(channels[index], message)
+        for index in targets:
+            if len(expected[index]) < capacity:
+                expected[index].append(n)
+    for index, channel in enumerate(channels):
+        got = [(await receive_within(owner, channel))["n"] for _ in expected[index]]
+        assert got == expected[index]
+        assert await receives_nothing(owner, channel)

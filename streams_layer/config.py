@@ -55,6 +55,9 @@ UNREAD_SCAN = 1000
 # An inbox takes no more group entries while this many times the members'
 # capacity of them wait unread: its reader is that far behind, or gone.
 GROUP_UNREAD_FACTOR = 4
+# Idle connections an inbox reader and the normal-channel receives of one
+# event loop keep per client between reads (connection.KeptConnections).
+KEPT_CONNECTIONS_MAX = 8
 # Fields of an inbox's counts hash besides channel names ('~' is never in one):
 # group entries added, and group entries the reader has read.
 GROUP_ADDED_FIELD = "~g"

@@ -34,7 +34,7 @@ try:  # redis-py 7 and newer
 except ImportError:  # pragma: no cover - older redis-py has no such setting
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
-from .config import DEFAULT_SOCKET_TIMEOUT_S
+from .config import DEFAULT_SOCKET_TIMEOUT_S, KEPT_CONNECTIONS_MAX
 from .exceptions import LayerConnectionError, RedisCommandError
 from .scripts import BY_SHA, Script
 
@@ -299,11 +299,9 @@ class KeptConnections:
     Inbox readers and normal-channel receives send one read after another,
     each on a connection of its own while it blocks. Taking it from redis-py's
     pool every time costs a lock and a probe of the socket per read; these
-    are kept here instead (at most MAX_KEPT idle ones) and checked for a
+    are kept here instead (at most KEPT_CONNECTIONS_MAX idle ones) and checked for a
     peer's close by :func:`exchange` before use.
     """
-
-    MAX_KEPT = 8
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -320,7 +318,7 @@ class KeptConnections:
         except BaseException:
             await pool.release(conn)  # exchange() closed it
             raise
-        if len(self._idle) < self.MAX_KEPT:
+        if len(self._idle) < KEPT_CONNECTIONS_MAX:
             self._idle.append(conn)
         else:
             await pool.release(conn)

@@ -1,9 +1,10 @@
 """Lua scripts of the layer, loaded once and called by SHA.
 
 Each ``<name>.lua`` beside this module is one script; ``common.lua`` is
-prepended to all of them. ``EXPIRE_BATCH``, ``INBOX_BACKLOG``, ``UNREAD_SCAN``
-and ``GROUP_UNREAD_FACTOR`` are replaced by their values from
-:mod:`streams_layer.config` so the number lives in one place.
+prepended to all of them. ``EXPIRE_BATCH``, ``INBOX_BACKLOG``, ``UNREAD_SCAN``,
+``GROUP_UNREAD_FACTOR``, ``GROUP_ADDED_FIELD`` and ``GROUP_READ_FIELD`` are
+replaced by their values from :mod:`streams_layer.config` so each lives in
+one place.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from ..config import EXPIRE_BATCH, GROUP_UNREAD_FACTOR, INBOX_BACKLOG, UNREAD_SCAN
+from ..config import (
+    EXPIRE_BATCH,
+    GROUP_ADDED_FIELD,
+    GROUP_READ_FIELD,
+    GROUP_UNREAD_FACTOR,
+    INBOX_BACKLOG,
+    UNREAD_SCAN,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,8 @@ def _load(name: str, common: str) -> Script:
     source = source.replace("INBOX_BACKLOG", str(INBOX_BACKLOG))
     source = source.replace("UNREAD_SCAN", str(UNREAD_SCAN))
     source = source.replace("GROUP_UNREAD_FACTOR", str(GROUP_UNREAD_FACTOR))
+    source = source.replace("GROUP_ADDED_FIELD", f"'{GROUP_ADDED_FIELD}'")
+    source = source.replace("GROUP_READ_FIELD", f"'{GROUP_READ_FIELD}'")
     return Script(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis names scripts by SHA1
 
 

@@ -41,7 +41,7 @@ end
 -- An upper bound of the group entries not read yet, and how many of the
 -- hash's fields are not channels.
 local function unread_bound()
-  local added_read = redis.call('HMGET', counts, '~g', '~r')
+  local added_read = redis.call('HMGET', counts, GROUP_ADDED_FIELD, GROUP_READ_FIELD)
   local unread = tonumber(added_read[1] or '0') - tonumber(added_read[2] or '0')
   local others = (added_read[1] and 1 or 0) + (added_read[2] and 1 or 0)
   if unread < 0 then unread = 0 end
@@ -116,7 +116,7 @@ local function expire_old_entries()
   for _, entry in ipairs(old) do
     if id_after(parse_id(entry[1]), read_upto) then
       if field(entry[2], 'g') then
-        redis.call('HINCRBY', counts, '~r', 1)
+        redis.call('HINCRBY', counts, GROUP_READ_FIELD, 1)
       else
         for ch in string.gmatch(field(entry[2], 'c') or '', '[^,]+') do
           if redis.call('HINCRBY', counts, ch, -1) <= 0 then redis.call('HDEL', counts, ch) end
@@ -163,7 +163,7 @@ if accepted ~= nil then
 end
 if is_group then
   redis.call('XADD', stream, '*', 'c', entry, 'm', ARGV[1], 'g', '1')
-  redis.call('HINCRBY', counts, '~g', 1)
+  redis.call('HINCRBY', counts, GROUP_ADDED_FIELD, 1)
 else
   redis.call('XADD', stream, '*', 'c', entry, 'm', ARGV[1])
   local raised = {}

@@ -58,6 +58,8 @@ GROUP_UNREAD_FACTOR = 4
 # Idle connections an inbox reader and the normal-channel receives of one
 # event loop keep per client between reads (connection.KeptConnections).
 KEPT_CONNECTIONS_MAX = 8
+# How long closing a layer waits for commands already queued (a give-back).
+CLOSE_DRAIN_S = 2.0
 # Fields of an inbox's counts hash besides channel names ('~' is never in one):
 # group entries added, and group entries the reader has read.
 GROUP_ADDED_FIELD = "~g"

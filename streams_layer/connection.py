@@ -3,8 +3,9 @@
 One :class:`ShardSet` per event loop (redis-py's asyncio clients belong to the
 loop that created them). Non-blocking commands go through a
 :class:`CommandBatcher`, which sends every command issued in the same loop
-iteration in one pipelined round trip; blocking reads take their own
-connection from the pool, so they never hold one that sends need.
+iteration in one pipelined round trip; blocking reads use a connection of
+their own (kept between reads, :class:`KeptConnections`), so they never hold
+one that sends need.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ try:  # redis-py 7 and newer
 except ImportError:  # pragma: no cover - older redis-py has no such setting
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
-from .config import DEFAULT_SOCKET_TIMEOUT_S, KEPT_CONNECTIONS_MAX
+from .config import CLOSE_DRAIN_S, DEFAULT_SOCKET_TIMEOUT_S, KEPT_CONNECTIONS_MAX
 from .exceptions import LayerConnectionError, RedisCommandError
 from .scripts import BY_SHA, Script
 
@@ -44,8 +45,6 @@ Client = aioredis.Redis | RedisCluster
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 SCAN_COUNT = 1000
-# How long closing waits for commands already queued.
-CLOSE_DRAIN_S = 2.0
 
 
 def is_cluster(host: dict[str, Any]) -> bool:
@@ -140,22 +139,16 @@ class CommandBatcher:
     again in full with EVAL.
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, connections: KeptConnections | None = None) -> None:
         self._client = client
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._running = False
         # Held so the drain task is not garbage-collected while it runs.
         self._task: asyncio.Task[None] | None = None
-        # The connection of a standalone or Sentinel client (see _send).
-        self._conn: Any = None
-        # redis-py's cluster pipeline packs arguments in Python: ~1 ms for 500
-        # channel names against ~0.1 ms for hiredis. Scripts take a list of
-        # names either way (common.lua's list_args); see list_arg().
-        self.is_cluster = isinstance(client, RedisCluster)
-
-    def list_arg(self, names: Sequence[str]) -> Sequence[str]:
-        """Script arguments for a list of names: one each, or comma-joined on a cluster."""
-        return (",".join(names),) if self.is_cluster else names
+        # Where batches go: connections kept between round trips (pool
+        # checkout and release took about a seventh of a sequential sender's
+        # profiled time), shared with the readers of the same client.
+        self._connections = connections if connections is not None else KeptConnections(client)
 
     def submit(self, *args: Any) -> asyncio.Future[Any]:
         """Queue one command (``"EVALSHA", sha, numkeys, ...`` or any other).
@@ -256,29 +249,7 @@ class CommandBatcher:
         return results
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        if isinstance(self._client, RedisCluster):
-            return await _run_on_cluster(self._client, commands)
-        if self._conn is None:
-            # Held for the batcher's life: it sends one batch at a time, and
-            # redis-py's pool checkout and release took about a seventh of a
-            # sequential sender's profiled time. Closing the client closes it.
-            pool: Any = self._client.connection_pool
-            self._conn = await pool.get_connection()
-        return await exchange(self._conn, commands)
-
-
-async def run_commands(client: Client, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Send ``commands`` in one round trip; their replies, error replies as exceptions.
-
-    On a standalone or Sentinel client the commands are written on one pooled
-    connection and the raw replies read back (:func:`_run_on_connection`); a
-    cluster client goes through redis-py's pipeline, which routes by slot and
-    parses replies with its callbacks. Stream replies are read with
-    :func:`stream_entries`, which takes either form.
-    """
-    if isinstance(client, RedisCluster):
-        return await _run_on_cluster(client, commands)
-    return await _run_on_connection(client, commands)
+        return await self._connections.run(commands)
 
 
 async def _run_on_cluster(client: RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -294,13 +265,16 @@ async def _run_on_cluster(client: RedisCluster, commands: Sequence[tuple[Any, ..
 
 
 class KeptConnections:
-    """Connections of one client that stay with the layer between reads.
+    """Connections of one client that stay with the layer between round trips.
 
-    Inbox readers and normal-channel receives send one read after another,
-    each on a connection of its own while it blocks. Taking it from redis-py's
-    pool every time costs a lock and a probe of the socket per read; these
-    are kept here instead (at most KEPT_CONNECTIONS_MAX idle ones) and checked for a
-    peer's close by :func:`exchange` before use.
+    The command batcher, inbox readers and normal-channel receives each use a
+    connection of their own while a round trip (or a blocking read) is in
+    flight. Taking it from redis-py's pool every time costs a lock and a
+    probe of the socket; these are kept here instead (at most
+    KEPT_CONNECTIONS_MAX idle ones) and checked for a peer's close by
+    :func:`exchange` before use. A cluster client goes through redis-py's
+    pipeline, which routes by slot and parses replies with its callbacks
+    (:func:`stream_entries` reads either reply form).
     """
 
     def __init__(self, client: Client) -> None:
@@ -308,7 +282,7 @@ class KeptConnections:
         self._idle: list[Any] = []
 
     async def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """:func:`run_commands` on a kept connection."""
+        """Send ``commands`` in one round trip; their replies, error replies as exceptions."""
         if isinstance(self._client, RedisCluster):
             return await _run_on_cluster(self._client, commands)
         pool: Any = self._client.connection_pool
@@ -332,18 +306,6 @@ class KeptConnections:
         idle, self._idle = self._idle, []
         for conn in idle:
             await pool.release(conn)
-
-
-async def _run_on_connection(
-    client: aioredis.Redis, commands: Sequence[tuple[Any, ...]]
-) -> list[Any]:
-    """:func:`exchange` on a connection taken from the pool for this call."""
-    pool: Any = client.connection_pool
-    conn = await pool.get_connection()
-    try:
-        return await exchange(conn, commands)
-    finally:
-        await pool.release(conn)
 
 
 async def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -502,8 +464,8 @@ class ShardSet:
 
     def __init__(self, hosts: Sequence[dict[str, Any]]) -> None:
         self.clients: list[Client] = [make_client(h) for h in hosts]
-        self.batchers = [CommandBatcher(c) for c in self.clients]
         self.kept = [KeptConnections(c) for c in self.clients]
+        self.batchers = [CommandBatcher(c, k) for c, k in zip(self.clients, self.kept, strict=True)]
 
     def index(self, tag: str) -> int:
         """Stable shard number of a hash tag (CRC32, as channels_redis does)."""

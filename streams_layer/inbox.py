@@ -226,49 +226,39 @@ class InboxReader:
         return stream_entries(replies[-1])
 
     def _deliver(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+        group = b"g" in (fields or {})
         try:
             channels = _field(fields, b"c").decode().split(",")
             payload = _field(fields, b"m")
         except (MalformedEntryError, UnicodeDecodeError) as exc:
             logger.warning("inbox %s: skipping malformed entry %r: %s", self._key, entry_id, exc)
-            if b"g" in (fields or {}):
+            if group:
                 self._on_group_read([], [], [])  # read all the same
             return
-        if b"g" in (fields or {}):
-            self._deliver_group(entry_id, channels, payload)
-            return
         expires_at = self._clock.to_local((entry_ms(entry_id) + self._config.expiry_ms) / 1000)
-        if expires_at <= time.time():
-            self._on_dropped(Counter(channels))
-            return
-        try:
-            message = self._codec.decode(payload)
-        except MalformedEntryError as exc:
-            logger.warning("inbox %s: skipping entry %r: %s", self._key, entry_id, exc)
-            self._on_dropped(Counter(channels))
-            return
-        for index, channel in enumerate(channels):
-            self._mailboxes.put(channel, message if index == 0 else dict(message), expires_at)
-
-    def _deliver_group(self, entry_id: bytes, channels: list[str], payload: bytes) -> None:
-        """A group message: its members' capacity was not counted when it was
-        sent, so a member whose buffer is full misses it here, and the others
-        hold a count until they receive it (see inbox_send.lua)."""
-        held: list[str] = []
-        expired: list[str] = []
-        full: list[str] = []
-        expires_at = self._clock.to_local((entry_ms(entry_id) + self._config.expiry_ms) / 1000)
+        expired = expires_at <= time.time()
         message = None
-        if expires_at <= time.time():
-            expired = channels
-        else:
+        if not expired:
             try:
                 message = self._codec.decode(payload)
             except MalformedEntryError as exc:
                 logger.warning("inbox %s: skipping entry %r: %s", self._key, entry_id, exc)
-        if message is not None:
-            held, full = self._mailboxes.put_group(channels, message, expires_at, self._capacity_of)
-        self._on_group_read(held, expired, full)
+        if group:
+            # Its members' capacity was not counted when it was sent: a member
+            # whose buffer is full misses it here, the others hold a count
+            # until they receive it (see inbox_send.lua).
+            held: list[str] = []
+            full: list[str] = []
+            if message is not None:
+                held, full = self._mailboxes.put_group(
+                    channels, message, expires_at, self._capacity_of
+                )
+            self._on_group_read(held, channels if expired else [], full)
+        elif message is None:
+            self._on_dropped(Counter(channels))
+        else:
+            for index, channel in enumerate(channels):
+                self._mailboxes.put(channel, message if index == 0 else dict(message), expires_at)
 
     def _sweep_if_due(self) -> None:
         now = time.monotonic()

@@ -81,7 +81,9 @@ class Mailboxes:
 
         One group message for a thousand members of one process: this loop
         is most of the receiving side's work, so it does what :meth:`put`
-        does with the lookups hoisted.
+        does with the lookups hoisted (calling a shared helper per member
+        instead took 0.94-1.07 ms per 500 members against 0.72-0.77 ms,
+        /tmp micro loop, min of 200).
         """
         given: list[str] = []
         full: list[str] = []

@@ -9,19 +9,6 @@ local function split(text)
   return out
 end
 
--- A list of names given as the arguments from ARGV[first] on, or as one
--- comma-joined argument there. Returns a table and the offset of the list's
--- first item in it minus one (ARGV itself is not copied). Standalone clients
--- pass separate arguments (splitting 500 names in Lua cost ~0.25 ms of Redis
--- time); redis-py's cluster client packs one long argument ~20x faster than
--- 500 short ones, so it joins them.
-local function list_args(first)
-  if #ARGV == first and string.find(ARGV[first], ',', 1, true) then
-    return split(ARGV[first]), 0
-  end
-  return ARGV, first - 1
-end
-
 -- Commands over long key lists go in slices: unpack() of a very long list
 -- would overflow Lua's stack.
 local SLICE = 1000

@@ -1,17 +1,13 @@
 -- Adjust the queued counts of an inbox's channels: positive counts give back
 -- capacity of messages taken out of local buffers, negative ones hold capacity
 -- for messages delivered in-process without Redis.
--- KEYS[1] counts hash; ARGV[1] key TTL (s), ARGV[2] the counts, comma-separated,
--- ARGV[3], ARGV[4], ... the channels in the same order (or all of them
--- comma-joined in ARGV[3]).
+-- KEYS[1] counts hash; ARGV[1] key TTL (s), ARGV[2] the channels and ARGV[3]
+-- their counts, both comma-separated in the same order.
 -- A count that reaches zero is deleted. One HMGET, one HSET and one HDEL per
 -- slice of channels, not a command per channel: a group of a thousand
 -- members gives back a thousand counts at once.
 local counts = KEYS[1]
-local amounts = split(ARGV[2])
-local names, base = list_args(3)
-local channels = {}
-for i = 1, #names - base do channels[i] = names[base + i] end
+local channels, amounts = split(ARGV[2]), split(ARGV[3])
 local queued = hmget_numbers(counts, channels)
 local kept, gone = {}, {}
 local k, g = 0, 0

@@ -2,7 +2,8 @@
 -- KEYS[1] inbox stream, KEYS[2] counts hash
 -- ARGV[1] payload, ARGV[2] expiry_ms, ARGV[3] key TTL (s),
 -- ARGV[4] the channels' capacity: one number for all, or one per channel, comma-separated,
--- ARGV[5] the channels, comma-separated (channel names hold no commas),
+-- ARGV[5] the channels, comma-separated (channel names hold no commas); a
+-- send() names one,
 -- ARGV[6] '1' for a group message, '0' for a send(),
 -- ARGV[7] messages of the channel received since the last give-back (a send()
 -- to the sender's own channel), given back first.
@@ -48,12 +49,20 @@ local function unread_bound()
   return unread, others
 end
 
+-- The reader's position (its group's last-delivered ID), read once per call.
+local reader_last = nil
+local function read_position()
+  if reader_last == nil then
+    reader_last = '0-0'
+    for _, g in ipairs(groups_of(stream)) do reader_last = g.last end
+  end
+  return reader_last
+end
+
 -- Unread group entries naming each channel of ``wanted`` (a list): a table
 -- channel -> count, or nil when more than UNREAD_SCAN entries are unread.
 local function unread_for(wanted)
-  local last = '0-0'
-  for _, g in ipairs(groups_of(stream)) do last = g.last end
-  local entries = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', UNREAD_SCAN + 1)
+  local entries = redis.call('XRANGE', stream, '(' .. read_position(), '+', 'COUNT', UNREAD_SCAN + 1)
   if #entries > UNREAD_SCAN then return nil end
   local found = {}
   for _, ch in ipairs(wanted) do found[ch] = 0 end
@@ -109,10 +118,7 @@ local function expire_old_entries()
   local limit_ms = now_ms() - tonumber(ARGV[2])
   local old = redis.call('XRANGE', stream, '-', '(' .. limit_ms .. '-0', 'COUNT', EXPIRE_BATCH)
   if #old == 0 then return end
-  local read_upto = {0, 0}
-  for _, g in ipairs(groups_of(stream)) do
-    read_upto = parse_id(g.last)
-  end
+  local read_upto = parse_id(read_position())
   for _, entry in ipairs(old) do
     if id_after(parse_id(entry[1]), read_upto) then
       if field(entry[2], 'g') then
@@ -166,12 +172,7 @@ if is_group then
   redis.call('HINCRBY', counts, GROUP_ADDED_FIELD, 1)
 else
   redis.call('XADD', stream, '*', 'c', entry, 'm', ARGV[1])
-  local raised = {}
-  for i, ch in ipairs(accepted) do
-    raised[2 * i - 1] = ch
-    raised[2 * i] = counted[i] + 1
-  end
-  call_sliced('HSET', counts, raised, 2 * SLICE)
+  redis.call('HSET', counts, accepted[1], counted[1] + 1)
 end
 redis.call('EXPIRE', stream, ARGV[3])
 redis.call('EXPIRE', counts, ARGV[3])

@@ -139,16 +139,14 @@ class CommandBatcher:
     again in full with EVAL.
     """
 
-    def __init__(self, client: Client, connections: KeptConnections | None = None) -> None:
+    def __init__(self, client: Client) -> None:
         self._client = client
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._running = False
         # Held so the drain task is not garbage-collected while it runs.
         self._task: asyncio.Task[None] | None = None
-        # Where batches go: connections kept between round trips (pool
-        # checkout and release took about a seventh of a sequential sender's
-        # profiled time), shared with the readers of the same client.
-        self._connections = connections if connections is not None else KeptConnections(client)
+        # The connection of a standalone or Sentinel client (see _send).
+        self._conn: Any = None
 
     def submit(self, *args: Any) -> asyncio.Future[Any]:
         """Queue one command (``"EVALSHA", sha, numkeys, ...`` or any other).
@@ -249,7 +247,18 @@ class CommandBatcher:
         return results
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        return await self._connections.run(commands)
+        if isinstance(self._client, RedisCluster):
+            return await _run_on_cluster(self._client, commands)
+        if self._conn is None:
+            # Held for the batcher's life, never handed back to the pool:
+            # pool checkout and release took about a seventh of a sequential
+            # sender's profiled time, and a connection taken from the pool
+            # again at shutdown (KeptConnections) left a give-back's round
+            # trip pending when a test's loop closed. Closing the client
+            # closes it; exchange() reopens it after a fault.
+            pool: Any = self._client.connection_pool
+            self._conn = await pool.get_connection()
+        return await exchange(self._conn, commands)
 
 
 async def _run_on_cluster(client: RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -265,11 +274,11 @@ async def _run_on_cluster(client: RedisCluster, commands: Sequence[tuple[Any, ..
 
 
 class KeptConnections:
-    """Connections of one client that stay with the layer between round trips.
+    """Connections of one client that stay with the layer between reads.
 
-    The command batcher, inbox readers and normal-channel receives each use a
-    connection of their own while a round trip (or a blocking read) is in
-    flight. Taking it from redis-py's pool every time costs a lock and a
+    Inbox readers and normal-channel receives each use a connection of their
+    own while a blocking read is in flight (the command batcher holds one of
+    its own). Taking it from redis-py's pool every time costs a lock and a
     probe of the socket; these are kept here instead (at most
     KEPT_CONNECTIONS_MAX idle ones) and checked for a peer's close by
     :func:`exchange` before use. A cluster client goes through redis-py's
@@ -464,8 +473,8 @@ class ShardSet:
 
     def __init__(self, hosts: Sequence[dict[str, Any]]) -> None:
         self.clients: list[Client] = [make_client(h) for h in hosts]
+        self.batchers = [CommandBatcher(c) for c in self.clients]
         self.kept = [KeptConnections(c) for c in self.clients]
-        self.batchers = [CommandBatcher(c, k) for c, k in zip(self.clients, self.kept, strict=True)]
 
     def index(self, tag: str) -> int:
         """Stable shard number of a hash tag (CRC32, as channels_redis does)."""

@@ -42,6 +42,10 @@ DEFAULT_READ_COUNT = 512
 # Keys live this much longer than the messages they hold, so that a TTL never
 # removes a message that expiry has not.
 KEY_TTL_MARGIN_S = 1
+# A key's TTL is set again only once it has fallen this far below the full
+# TTL (scripts' keep_alive): less than the margin, so a key always outlives
+# its newest message.
+KEY_TTL_SLACK_MS = KEY_TTL_MARGIN_S * 1000 // 2
 # Expired entries removed by one send: the work of expiring is spread over sends.
 EXPIRE_BATCH = 64
 # Entries an inbox may hold before sends look for expired ones to remove; a

@@ -183,3 +183,36 @@ async def test_ttl_is_not_longer_than_needed(
     for key in await keys_under(redis_client, prefix):
         ttl = await redis_client.ttl(key)
         assert 0 < ttl <= 2 * expiry_s + 5, (key, ttl)
+
+
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_busy_keys_keep_a_ttl_longer_than_expiry_without_an_expire_per_send(
+    make_layer: LayerFactory, prefix: str, redis_client: redis.asyncio.Redis, kind: str
+) -> None:
+    """Sends set a key's TTL again only once it has run down by KEY_TTL_SLACK_MS,
+    yet the key always outlives the newest message it holds."""
+    layer: Any = make_layer(expiry=EXPIRY_S)
+    channel = await layer.new_channel() if kind == "specific" else "busy"
+    full_ms = layer.config.key_ttl_s * 1000
+    lowest = full_ms
+    refreshed = False
+    previous: dict[bytes, int] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2.5
+    n = 0
+    while loop.time() < deadline:
+        await layer.send(channel, {"type": "x", "n": n})
+        await receive_within(layer, channel)
+        n += 1
+        for key in await keys_under(redis_client, prefix):
+            if await redis_client.type(key) not in (b"stream", b"hash"):
+                continue
+            pttl = await redis_client.pttl(key)
+            assert pttl > 0, (key, pttl)
+            lowest = min(lowest, pttl)
+            refreshed = refreshed or pttl > previous.get(key, full_ms)
+            previous[key] = pttl
+        await asyncio.sleep(0.02)
+    assert lowest < full_ms - 100  # not an EXPIRE per send
+    assert lowest > EXPIRY_S * 1000  # outlives the newest message
+    assert refreshed  # and set again while the key is in use

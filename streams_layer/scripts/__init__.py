@@ -2,9 +2,9 @@
 
 Each ``<name>.lua`` beside this module is one script; ``common.lua`` is
 prepended to all of them. ``EXPIRE_BATCH``, ``INBOX_BACKLOG``, ``UNREAD_SCAN``,
-``GROUP_UNREAD_FACTOR``, ``GROUP_ADDED_FIELD`` and ``GROUP_READ_FIELD`` are
-replaced by their values from :mod:`streams_layer.config` so each lives in
-one place.
+``GROUP_UNREAD_FACTOR``, ``GROUP_ADDED_FIELD``, ``GROUP_READ_FIELD`` and
+``KEY_TTL_SLACK_MS`` are replaced by their values from
+:mod:`streams_layer.config` so each lives in one place.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..config import (
     GROUP_READ_FIELD,
     GROUP_UNREAD_FACTOR,
     INBOX_BACKLOG,
+    KEY_TTL_SLACK_MS,
     UNREAD_SCAN,
 )
 
@@ -37,6 +38,7 @@ def _load(name: str, common: str) -> Script:
     source = (common + "\n" + body).replace("EXPIRE_BATCH", str(EXPIRE_BATCH))
     source = source.replace("INBOX_BACKLOG", str(INBOX_BACKLOG))
     source = source.replace("UNREAD_SCAN", str(UNREAD_SCAN))
+    source = source.replace("KEY_TTL_SLACK_MS", str(KEY_TTL_SLACK_MS))
     source = source.replace("GROUP_UNREAD_FACTOR", str(GROUP_UNREAD_FACTOR))
     source = source.replace("GROUP_ADDED_FIELD", f"'{GROUP_ADDED_FIELD}'")
     source = source.replace("GROUP_READ_FIELD", f"'{GROUP_READ_FIELD}'")

@@ -18,5 +18,5 @@ if length >= capacity or length >= INBOX_BACKLOG then
   if queued_in_channel(stream, groups) >= capacity then return 0 end
 end
 redis.call('XADD', stream, '*', 'm', ARGV[1])
-redis.call('EXPIRE', stream, ARGV[3])
+keep_alive(stream, ARGV[3])
 return 1

@@ -30,6 +30,19 @@ local function call_sliced(command, key, args, per_call)
   end
 end
 
+-- Give ``key`` a TTL of ``ttl_s`` unless it still has more than ``ttl_s``
+-- less KEY_TTL_SLACK_MS: a key written many times a second has its TTL set a
+-- few times a second, not on every write. PTTL is a read; EXPIRE is a write,
+-- which in a script costs several times a read (the send script's two
+-- EXPIREs were about a fifth of its time in a ping-pong). Keys live at least
+-- expiry + KEY_TTL_MARGIN_S - KEY_TTL_SLACK_MS after the last write, which
+-- stays longer than any message they hold.
+local function keep_alive(key, ttl_s)
+  if redis.call('PTTL', key) < tonumber(ttl_s) * 1000 - KEY_TTL_SLACK_MS then
+    redis.call('EXPIRE', key, ttl_s)
+  end
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

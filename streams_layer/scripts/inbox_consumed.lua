@@ -24,5 +24,5 @@ for i = 1, #channels do
 end
 call_sliced('HSET', counts, kept, 2 * SLICE)
 call_sliced('HDEL', counts, gone, SLICE)
-if redis.call('EXISTS', counts) == 1 then redis.call('EXPIRE', counts, ARGV[1]) end
+keep_alive(counts, ARGV[1])
 return 1

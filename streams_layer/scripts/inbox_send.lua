@@ -32,6 +32,23 @@ local stream, counts = KEYS[1], KEYS[2]
 local listed = ARGV[5]
 local is_group = ARGV[6] == '1'
 
+-- A send() its channel has room for, with no backlog to look through: the
+-- general path below decides the same, through helpers that cost about as
+-- much Lua as its Redis commands (a ping-pong's send script went from about
+-- 25 to 12 us).
+if not is_group and redis.call('XLEN', stream) <= INBOX_BACKLOG then
+  local got = redis.call('HMGET', counts, listed, GROUP_ADDED_FIELD, GROUP_READ_FIELD)
+  local queued = math.max(tonumber(got[1] or '0') - tonumber(ARGV[7]), 0)
+  local unread = math.max(tonumber(got[2] or '0') - tonumber(got[3] or '0'), 0)
+  if queued + unread < tonumber(ARGV[4]) then
+    redis.call('XADD', stream, '*', 'c', listed, 'm', ARGV[1])
+    redis.call('HSET', counts, listed, queued + 1)
+    keep_alive(stream, ARGV[3])
+    keep_alive(counts, ARGV[3])
+    return 1
+  end
+end
+
 local capacities = split(ARGV[4])
 local least = nil
 for i = 1, #capacities do
@@ -174,7 +191,7 @@ else
   redis.call('XADD', stream, '*', 'c', entry, 'm', ARGV[1])
   redis.call('HSET', counts, accepted[1], counted[1] + 1)
 end
-redis.call('EXPIRE', stream, ARGV[3])
-redis.call('EXPIRE', counts, ARGV[3])
+keep_alive(stream, ARGV[3])
+keep_alive(counts, ARGV[3])
 if accepted == nil then return -1 end  -- all of them (the fast path never split the list)
 return #accepted

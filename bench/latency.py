@@ -2,6 +2,8 @@
 
 Each process owns a ``new_channel()`` channel; the pinger sends a ping and
 waits for the pong before the next one. Ceiling: the same on bare streams.
+Both sides await ``receive()`` in their own task (:class:`InlineReceiver`), as
+the raw ceiling awaits its ``XREAD``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from bench import raw
 from bench.common import INFO_TIMEOUT_S, RESULT_GRACE_S, SUBSCRIBE_GRACE_S, Env
 from bench.context import Ctx, Measurement, Metric
 from bench.layers import LayerSpec, close_layer
-from bench.messages import Message, Receiver, now
+from bench.messages import InlineReceiver, Message, now
 from bench.pool import Control
 
 PING = "bench.ping"
@@ -30,7 +32,7 @@ async def ponger_job(ctl: Control, *, env: Env, n: int) -> dict[str, Any]:
     answered = 0
     try:
         channel = await layer.new_channel()
-        receiver = Receiver(layer, channel)
+        receiver = InlineReceiver(layer, channel)
         receiver.start()
         await asyncio.sleep(SUBSCRIBE_GRACE_S)
         ctl.info(channel=channel)
@@ -46,7 +48,7 @@ async def ponger_job(ctl: Control, *, env: Env, n: int) -> dict[str, Any]:
     return {"answered": answered}
 
 
-async def _pong(receiver: Receiver, seq: int, idle_s: float) -> tuple[Message | None, int]:
+async def _pong(receiver: InlineReceiver, seq: int, idle_s: float) -> tuple[Message | None, int]:
     """The pong of ``seq`` (``None`` if none came), and how many stale pongs came first."""
     stale = 0
     while True:
@@ -63,7 +65,7 @@ async def pinger_job(ctl: Control, *, env: Env, peer: str, n: int, warmup: int) 
     lost = out_of_order = 0
     try:
         channel = await layer.new_channel()
-        receiver = Receiver(layer, channel)
+        receiver = InlineReceiver(layer, channel)
         receiver.start()
         await asyncio.sleep(SUBSCRIBE_GRACE_S)
         for seq in range(warmup + n):

@@ -164,3 +164,46 @@ class Receiver:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class InlineReceiver:
+    """``layer.receive(channel)`` awaited in the caller's own task, as a raw
+    ``XREAD`` loop reads: no task hop between the layer and the caller.
+
+    For round-trip latency (:mod:`bench.latency`), where the raw ceiling reads
+    inline too; :class:`Receiver`'s task adds one hop per message to every
+    layer alike. Only the first receive runs in a task, started by
+    :meth:`start`, so that a layer that subscribes on receive (the pub/sub
+    one) is subscribed before a peer sends. A :meth:`next` that times out
+    cancels its receive: use it where a timeout means the run is over.
+    """
+
+    def __init__(self, layer: Any, channel: str) -> None:
+        self.layer = layer
+        self.channel = channel
+        self._first: asyncio.Future[Message] | None = None
+
+    def start(self) -> None:
+        """Start the first receive now (e.g. to subscribe before a sender starts)."""
+        if self._first is None:
+            self._first = asyncio.ensure_future(self.layer.receive(self.channel))
+
+    async def next(self, timeout_s: float) -> Message | None:
+        """The next message, or ``None`` after ``timeout_s`` without one."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                first, self._first = self._first, None
+                if first is not None:
+                    return await first
+                message: Message = await self.layer.receive(self.channel)
+                return message
+        except TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        """Cancel a first receive that never completed."""
+        first, self._first = self._first, None
+        if first is not None:
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await first

@@ -129,6 +129,10 @@ class Ctx:
         self.admin.flushall()
         self.admin.config_resetstat()
 
+    def reset_commands(self) -> None:
+        """Start counting commands afresh (e.g. once receivers have joined their groups)."""
+        self.admin.config_resetstat()
+
     def commands(self) -> dict[str, int]:
         """Calls per command since the last reset (script-internal calls included).
 

@@ -193,6 +193,7 @@ def latency(ctx: Ctx, spec: LayerSpec, members: int) -> Measurement:
     sends = ctx.sizes.fanout_sends
     env = ctx.env(spec)
     jobs = _start_members(ctx, env, members, sends, ack=True)
+    ctx.reset_commands()  # count the sends, not the members' group_add calls
     sender = ctx.pool.start(sender_job, env=env, sends=sends, ack_timeout_s=env.idle_s / 2)
     sent = sender.result(sends * env.idle_s + RESULT_GRACE_S)
     got = [job.result(env.deadline_s + RESULT_GRACE_S) for job in jobs]
@@ -222,6 +223,7 @@ def burst(ctx: Ctx, spec: LayerSpec) -> list[Measurement]:
     members, sends = ctx.sizes.burst_members, ctx.sizes.burst_sends
     env = ctx.env(spec)
     jobs = _start_members(ctx, env, members, sends, ack=False)
+    ctx.reset_commands()
     sender = ctx.pool.start(sender_job, env=env, sends=sends, ack_timeout_s=None)
     sent = sender.result(env.deadline_s + RESULT_GRACE_S)
     got = [job.result(env.deadline_s + RESULT_GRACE_S) for job in jobs]

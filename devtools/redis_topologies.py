@@ -125,9 +125,9 @@ LAYER_ACL_MINIMAL_COMMANDS: tuple[str, ...] = (
         f"+{command}"
         for command in (
             "hello", "ping", "time",
-            "exists", "type", "ttl", "expire", "unlink", "scan",
+            "exists", "type", "ttl", "pttl", "expire", "unlink", "scan",
             "eval", "evalsha", "script|load",
-            "set", "hmget", "hset", "hdel", "hincrby", "hlen",
+            "get", "set", "hmget", "hset", "hdel", "hincrby", "hlen",
             "zadd", "zrange", "zrem", "zremrangebyscore", "zcard",
             "xadd", "xack", "xautoclaim", "xdel", "xlen", "xpending", "xrange",
             "xrevrange", "xread", "xreadgroup", "xtrim",

@@ -70,6 +70,11 @@ GROUP_ADDED_FIELD = "~g"
 GROUP_READ_FIELD = "~r"
 # Capacity freed by receive() is returned to Redis at most this late, so one
 # script call carries the capacity of many received messages.
+# group_send keeps the members of groups at least this large between sends
+# (checking only the group's version key); smaller groups are read each time.
+GROUP_CACHE_MIN_MEMBERS = 32
+# How many groups' members a layer instance keeps at most.
+GROUP_CACHE_SIZE = 1024
 GIVE_BACK_DELAY_S = 0.005
 # ... unless a channel has given up this share of its capacity meanwhile: then
 # at once (the next loop iteration). At 20,000 messages/s a 5 ms delay alone

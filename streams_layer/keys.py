@@ -19,6 +19,7 @@ DEAD = "dead"
 KINDS = (INBOX, CHANNEL, GROUP, HISTORY, DEAD)
 COUNTS_SUFFIX = ":n"
 TRIMMED_SUFFIX = ":trimmed"
+VERSION_SUFFIX = ":v"
 
 
 def client_of(channel: str) -> str:
@@ -58,6 +59,10 @@ class KeySpace:
     def group(self, name: str) -> str:
         """Sorted set of a group's members, scored by time of last group_add."""
         return self._key(GROUP, name)
+
+    def group_version(self, name: str) -> str:
+        """String: changes with every change of a group's members (see streams_layer.groups)."""
+        return self._key(GROUP, name) + VERSION_SUFFIX
 
     def history(self, name: str) -> str:
         """Bounded stream of a group's recorded messages."""

@@ -55,6 +55,7 @@ STREAM_OPEN = _load("stream_open", _COMMON)
 CHAN_SEND = _load("chan_send", _COMMON)
 CHAN_ACK = _load("chan_ack", _COMMON)
 GROUP_ADD = _load("group_add", _COMMON)
+GROUP_DISCARD = _load("group_discard", _COMMON)
 HISTORY_ADD = _load("history_add", _COMMON)
 # Team scripts (streams_layer.team) share team_common.lua as well.
 _TEAM_COMMON = (
@@ -78,6 +79,7 @@ BY_SHA: dict[str, Script] = {
         CHAN_SEND,
         CHAN_ACK,
         GROUP_ADD,
+        GROUP_DISCARD,
         HISTORY_ADD,
         TEAM_CLAIM,
         TEAM_DEAD,

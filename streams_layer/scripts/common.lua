@@ -43,6 +43,17 @@ local function keep_alive(key, ttl_s)
   end
 end
 
+-- Give a group's version key (KEYS of group_add/group_discard) a new value:
+-- the server's time in microseconds, or one more than the old value if that
+-- is not smaller. A version seen before a flush never comes back after it.
+local function bump_version(key, ttl_s)
+  local t = redis.call('TIME')
+  local version = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local old = tonumber(redis.call('GET', key) or '0')
+  if version <= old then version = old + 1 end
+  redis.call('SET', key, string.format('%.0f', version), 'EX', ttl_s)
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

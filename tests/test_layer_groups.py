@@ -1,0 +1,150 @@
+"""Large groups: group_send keeps their members between sends, never a stale set.
+
+A group of GROUP_CACHE_MIN_MEMBERS or more is read once and then checked by
+its version key; every change made by any layer instance (group_add,
+group_discard, a member's lapse, flush) must still reach the next send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from streams_layer.config import GROUP_CACHE_MIN_MEMBERS
+from tests.layer_helpers import LayerFactory, receive_within, receives_nothing
+
+LARGE = GROUP_CACHE_MIN_MEMBERS + 8
+
+
+async def _large_group(owner: Any, adder: Any, group: str) -> list[str]:
+    """LARGE channels of ``owner``, added to ``group`` by ``adder``."""
+    members = [await owner.new_channel() for _ in range(LARGE)]
+    for channel in members:
+        await adder.group_add(group, channel)
+    return members
+
+
+async def _receive_all(layer: Any, channels: list[str]) -> list[Any]:
+    return list(await asyncio.gather(*(receive_within(layer, c) for c in channels)))
+
+
+async def test_member_added_elsewhere_gets_the_next_group_message(
+    make_layer: LayerFactory,
+) -> None:
+    owner, sender, other = make_layer(), make_layer(), make_layer()
+    members = await _large_group(owner, other, "room")
+    await sender.group_send("room", {"type": "x", "n": 1})
+    assert [m["n"] for m in await _receive_all(owner, members)] == [1] * LARGE
+    late = await owner.new_channel()
+    await other.group_add("room", late)
+    await sender.group_send("room", {"type": "x", "n": 2})
+    assert [m["n"] for m in await _receive_all(owner, [*members, late])] == [2] * (LARGE + 1)
+
+
+async def test_member_discarded_elsewhere_misses_the_next_group_message(
+    make_layer: LayerFactory,
+) -> None:
+    owner, sender, other = make_layer(), make_layer(), make_layer()
+    members = await _large_group(owner, other, "room")
+    await sender.group_send("room", {"type": "x", "n": 1})
+    await _receive_all(owner, members)
+    leaving = members.pop()
+    await other.group_discard("room", leaving)
+    await sender.group_send("room", {"type": "x", "n": 2})
+    assert [m["n"] for m in await _receive_all(owner, members)] == [2] * (LARGE - 1)
+    assert await receives_nothing(owner, leaving)
+
+
+async def test_members_lapse_by_group_expiry_between_sends(make_layer: LayerFactory) -> None:
+    group_expiry_s = 2
+    owner = make_layer(group_expiry=group_expiry_s)
+    sender = make_layer(group_expiry=group_expiry_s)
+    members = await _large_group(owner, owner, "room")
+    await sender.group_send("room", {"type": "x", "n": 1})
+    await _receive_all(owner, members)
+    # Nobody changes the group: the sender's kept members lapse by their scores.
+    await asyncio.sleep(group_expiry_s + 1.2)
+    await sender.group_send("room", {"type": "x", "n": 2})
+    assert await receives_nothing(owner, members[0])
+    assert await receives_nothing(owner, members[-1])
+
+
+async def test_members_lapse_by_their_own_age_while_the_group_lives_on(
+    make_layer: LayerFactory,
+) -> None:
+    # Scores are whole seconds of server time: a member added at t lapses
+    # between t + group_expiry and t + group_expiry + 1. The group's keys
+    # live group_expiry after its last change, so the older members lapse
+    # while the sender's kept version is still current.
+    group_expiry_s = 3
+    owner = make_layer(group_expiry=group_expiry_s)
+    sender = make_layer(group_expiry=group_expiry_s)
+    older = await _large_group(owner, owner, "room")
+    await asyncio.sleep(1.5)
+    newer = await _large_group(owner, owner, "room")
+    await sender.group_send("room", {"type": "x", "n": 1})
+    await _receive_all(owner, older + newer)
+    await asyncio.sleep(2.5)
+    await sender.group_send("room", {"type": "x", "n": 2})
+    assert [m["n"] for m in await _receive_all(owner, newer)] == [2] * LARGE
+    assert await receives_nothing(owner, older[0])
+    assert await receives_nothing(owner, older[-1])
+
+
+async def test_refreshed_members_outlive_their_first_add(make_layer: LayerFactory) -> None:
+    # A refresh (group_add of a member again) must reach a sender that keeps
+    # the group: its kept score would have the member lapse.
+    group_expiry_s = 3
+    owner = make_layer(group_expiry=group_expiry_s)
+    sender = make_layer(group_expiry=group_expiry_s)
+    members = await _large_group(owner, owner, "room")
+    await asyncio.sleep(2.0)
+    newcomer = await owner.new_channel()
+    await owner.group_add("room", newcomer)
+    await sender.group_send("room", {"type": "x", "n": 1})
+    await _receive_all(owner, [*members, newcomer])
+    await asyncio.sleep(0.4)
+    for channel in members:
+        await owner.group_add("room", channel)
+    await asyncio.sleep(1.8)  # past the first adds' lapse, within the newcomer's
+    await sender.group_send("room", {"type": "x", "n": 2})
+    got = await _receive_all(owner, [*members, newcomer])
+    assert [m["n"] for m in got] == [2] * (LARGE + 1)
+
+
+async def test_group_rebuilt_after_flush_elsewhere_is_read_again(
+    make_layer: LayerFactory,
+) -> None:
+    owner, sender, other = make_layer(), make_layer(), make_layer()
+    first = await _large_group(owner, other, "room")
+    await sender.group_send("room", {"type": "x", "n": 1})
+    await _receive_all(owner, first)
+    await other.flush()
+    second = await _large_group(owner, other, "room")
+    await sender.group_send("room", {"type": "x", "n": 2})
+    assert [m["n"] for m in await _receive_all(owner, second)] == [2] * LARGE
+    assert await receives_nothing(owner, first[0])
+
+
+@pytest.mark.standalone_only(reason="counts commands with INFO commandstats of one server")
+async def test_unchanged_large_group_is_not_read_again(
+    make_layer: LayerFactory, redis_client: redis.asyncio.Redis
+) -> None:
+    owner, sender = make_layer(), make_layer()
+    members = await _large_group(owner, owner, "room")
+    await sender.group_send("room", {"type": "x", "n": 1})
+    await _receive_all(owner, members)
+    before = await _calls(redis_client, "zrange")
+    for n in range(2, 5):
+        await sender.group_send("room", {"type": "x", "n": n})
+        assert [m["n"] for m in await _receive_all(owner, members)] == [n] * LARGE
+    assert await _calls(redis_client, "zrange") == before
+
+
+async def _calls(client: redis.asyncio.Redis, command: str) -> int:
+    stats = await client.info("commandstats")
+    entry = stats.get(f"cmdstat_{command}")
+    return int(entry["calls"]) if entry else 0

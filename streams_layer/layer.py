@@ -328,7 +328,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.active_receives += 1
             try:
                 while message is None:
-                    self._collect_expired()
+                    if mailboxes.expired:
+                        self._collect_expired()
                     state.reader.ensure_running()
                     message = await mailboxes.wait(channel)
                     if message is None:

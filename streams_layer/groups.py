@@ -86,16 +86,17 @@ class _Kept:
         self.version = version
         self.members = members
         self.scores = scores
-        self.start = -1
-        self.plan: FanOutPlan | None = None
+        # (index of the first live member, plan for the members from there):
+        # one attribute, so that loops in other threads never see a mix.
+        self.live: tuple[int, FanOutPlan] | None = None
 
     def plan_since(self, since: float, capacities: Callable[[list[str]], str]) -> FanOutPlan:
         """The plan for the members added at ``since`` or later."""
         start = bisect.bisect_left(self.scores, since)
-        if self.plan is None or start != self.start:
-            self.plan = make_plan(self.members[start:], capacities)
-            self.start = start
-        return self.plan
+        live = self.live
+        if live is None or live[0] != start:
+            live = self.live = (start, make_plan(self.members[start:], capacities))
+        return live[1]
 
 
 class GroupMembers:

@@ -221,6 +221,11 @@ class CommandBatcher:
     async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         try:
             results = await self._execute([args for args, _ in batch])
+        except GeneratorExit:
+            # Closed by the garbage collector after its loop closed (a program
+            # that ended without close()): nobody waits for these futures, and
+            # completing one would call the closed loop.
+            raise
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -298,6 +303,8 @@ class KeptConnections:
         conn = self._idle.pop() if self._idle else await pool.get_connection()
         try:
             results = await exchange(conn, commands)
+        except GeneratorExit:
+            raise  # see exchange()
         except BaseException:
             await pool.release(conn)  # exchange() closed it
             raise
@@ -353,6 +360,8 @@ async def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         else:
             await conn.send_packed_command(packed, check_health=False)
         results = await _read_replies(conn, len(commands))
+    except GeneratorExit:
+        raise  # closed by the garbage collector with its loop gone: nothing to await
     except BaseException:
         await conn.disconnect()
         raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import redis.asyncio
@@ -66,3 +68,36 @@ async def test_a_command_cancelled_mid_reply_leaves_no_reply_behind(
         assert await batcher.call("ECHO", "mine") == b"mine"
     finally:
         await client.aclose()
+
+
+LEFT_BEHIND = """
+import asyncio, gc, sys
+from streams_layer.connection import CommandBatcher, make_client
+loop = asyncio.new_event_loop()
+batcher = CommandBatcher(make_client({"address": sys.argv[1]}))
+async def start():
+    batcher.submit("BLPOP", "nothing-here", "0.5")
+    await asyncio.sleep(0.05)  # the task has written and awaits the reply
+loop.run_until_complete(start())
+loop.close()
+del batcher, loop
+gc.collect()
+"""
+
+
+def test_a_round_trip_left_behind_by_a_closed_loop_is_collected_quietly(
+    own_redis: RedisServer,
+) -> None:
+    """A program that ends without close() may leave the batcher's task mid
+    round trip when its loop closes; collecting it must neither complete
+    futures on the closed loop nor await anything ("Exception ignored ...").
+    In a child process: pytest's own hooks change when the task is collected."""
+    child = subprocess.run(
+        [sys.executable, "-W", "ignore::ResourceWarning", "-c", LEFT_BEHIND, own_redis.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert "Exception ignored" not in child.stderr, child.stderr

@@ -115,13 +115,21 @@ async def test_process_specific_channel_receives_from_another_process(
     owner = make_layer()
     channel = await owner.new_channel()
     count = 200
+    # The sender retries on ChannelFull, as a producer must: 200 messages
+    # exceed the default capacity whenever the receiving process falls behind.
     code = (
         "import asyncio, sys\n"
+        "from channels.exceptions import ChannelFull\n"
         "from tests.layer_helpers import layer_class\n"
         "async def main():\n"
         "    layer = layer_class()(hosts=[sys.argv[1]], prefix=sys.argv[2])\n"
         "    for n in range(int(sys.argv[4])):\n"
-        "        await layer.send(sys.argv[3], {'type': 'x', 'n': n})\n"
+        "        while True:\n"
+        "            try:\n"
+        "                await layer.send(sys.argv[3], {'type': 'x', 'n': n})\n"
+        "                break\n"
+        "            except ChannelFull:\n"
+        "                await asyncio.sleep(0.01)\n"
         "    await layer.close_pools()\n"
         "asyncio.run(main())\n"
     )

@@ -73,8 +73,10 @@ GROUP_READ_FIELD = "~r"
 # group_send keeps the members of groups at least this large between sends
 # (checking only the group's version key); smaller groups are read each time.
 GROUP_CACHE_MIN_MEMBERS = 32
-# How many groups' members a layer instance keeps at most.
+# How many groups, and how many members over all of them, a layer instance
+# keeps at most (about 100 bytes a member): past either, it starts afresh.
 GROUP_CACHE_SIZE = 1024
+GROUP_CACHE_MEMBERS = 100_000
 GIVE_BACK_DELAY_S = 0.005
 # ... unless a channel has given up this share of its capacity meanwhile: then
 # at once (the next loop iteration). At 20,000 messages/s a 5 ms delay alone

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import GROUP_CACHE_MIN_MEMBERS, GROUP_CACHE_SIZE
+from .config import GROUP_CACHE_MEMBERS, GROUP_CACHE_MIN_MEMBERS, GROUP_CACHE_SIZE
 from .keys import client_of, is_specific
 
 
@@ -100,11 +100,17 @@ class _Kept:
 
 
 class GroupMembers:
-    """The large groups one layer instance has sent to, with their versions."""
+    """The large groups one layer instance has sent to, with their versions.
+
+    Bounded: at most GROUP_CACHE_SIZE groups and GROUP_CACHE_MEMBERS members
+    over all of them; past either bound it forgets every group (each is read
+    again at its next send).
+    """
 
     def __init__(self, capacities: Callable[[list[str]], str]) -> None:
         self._capacities = capacities
         self._kept: dict[str, _Kept] = {}
+        self._members = 0  # over every kept group
 
     def is_kept(self, group: str) -> bool:
         """Whether reading the version alone may do for ``group``."""
@@ -122,14 +128,21 @@ class GroupMembers:
         members, scores = parse_members(raw_members)
         kept = _Kept(version, members, scores)
         plan = kept.plan_since(since, self._capacities)
-        if version is None or len(members) < GROUP_CACHE_MIN_MEMBERS:
-            self._kept.pop(group, None)
+        old = self._kept.pop(group, None)
+        if old is not None:
+            self._members -= len(old.members)
+        if version is None or not GROUP_CACHE_MIN_MEMBERS <= len(members) <= GROUP_CACHE_MEMBERS:
             return plan
-        if len(self._kept) >= GROUP_CACHE_SIZE and group not in self._kept:
-            self._kept.clear()
+        if (
+            len(self._kept) >= GROUP_CACHE_SIZE
+            or self._members + len(members) > GROUP_CACHE_MEMBERS
+        ):
+            self.clear()
         self._kept[group] = kept
+        self._members += len(members)
         return plan
 
     def clear(self) -> None:
         """Forget every group (after ``flush``)."""
         self._kept.clear()
+        self._members = 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from streams_layer import groups as groups_module
 from streams_layer.config import GROUP_CACHE_MIN_MEMBERS
 from streams_layer.groups import GroupMembers, make_plan, parse_members
 
@@ -68,3 +71,23 @@ def test_kept_members_lapse_by_their_scores() -> None:
     gone = groups.plan("room", b"1", since=201)
     assert gone is not None
     assert gone.size == 0
+
+
+def test_kept_members_stay_within_the_member_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(groups_module, "GROUP_CACHE_MEMBERS", 3 * GROUP_CACHE_MIN_MEMBERS)
+    groups = GroupMembers(_same_capacity)
+    for name in ("one", "two", "three"):
+        groups.store(name, b"1", _reply(GROUP_CACHE_MIN_MEMBERS, 100), since=50)
+    assert all(groups.is_kept(name) for name in ("one", "two", "three"))
+    groups.store("three", b"2", _reply(GROUP_CACHE_MIN_MEMBERS, 100), since=50)
+    assert groups.is_kept("one")  # reading a kept group again does not count it twice
+    groups.store("four", b"1", _reply(GROUP_CACHE_MIN_MEMBERS, 100), since=50)
+    assert [groups.is_kept(n) for n in ("one", "two", "three", "four")] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    groups.store("huge", b"1", _reply(3 * GROUP_CACHE_MIN_MEMBERS + 1, 100), since=50)
+    assert not groups.is_kept("huge")
+    assert groups.is_kept("four")

@@ -38,7 +38,8 @@ end
 -- expiry + KEY_TTL_MARGIN_S - KEY_TTL_SLACK_MS after the last write, which
 -- stays longer than any message they hold.
 local function keep_alive(key, ttl_s)
-  if redis.call('PTTL', key) < tonumber(ttl_s) * 1000 - KEY_TTL_SLACK_MS then
+  local left = redis.call('PTTL', key)  -- -2: no such key, -1: no TTL
+  if left ~= -2 and left < tonumber(ttl_s) * 1000 - KEY_TTL_SLACK_MS then
     redis.call('EXPIRE', key, ttl_s)
   end
 end

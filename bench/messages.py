@@ -160,10 +160,7 @@ class Receiver:
     async def close(self) -> None:
         """Stop receiving (cancels the pending receive, if any)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel(task)
 
 
 class InlineReceiver:
@@ -203,7 +200,12 @@ class InlineReceiver:
     async def close(self) -> None:
         """Cancel a first receive that never completed."""
         first, self._first = self._first, None
-        if first is not None:
-            first.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await first
+        await _cancel(first)
+
+
+async def _cancel(receiving: asyncio.Future[Any] | None) -> None:
+    """Cancel a receiving task (if any) and wait for it, whatever it raises."""
+    if receiving is not None:
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await receiving

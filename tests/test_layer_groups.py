@@ -31,17 +31,21 @@ async def _receive_all(layer: Any, channels: list[str]) -> list[Any]:
     return list(await asyncio.gather(*(receive_within(layer, c) for c in channels)))
 
 
+async def _send_and_receive(sender: Any, owner: Any, channels: list[str], n: int) -> None:
+    """``sender`` sends message ``n`` to "room"; every one of ``channels`` of ``owner`` gets it."""
+    await sender.group_send("room", {"type": "x", "n": n})
+    assert [m["n"] for m in await _receive_all(owner, channels)] == [n] * len(channels)
+
+
 async def test_member_added_elsewhere_gets_the_next_group_message(
     make_layer: LayerFactory,
 ) -> None:
     owner, sender, other = make_layer(), make_layer(), make_layer()
     members = await _large_group(owner, other, "room")
-    await sender.group_send("room", {"type": "x", "n": 1})
-    assert [m["n"] for m in await _receive_all(owner, members)] == [1] * LARGE
+    await _send_and_receive(sender, owner, members, 1)
     late = await owner.new_channel()
     await other.group_add("room", late)
-    await sender.group_send("room", {"type": "x", "n": 2})
-    assert [m["n"] for m in await _receive_all(owner, [*members, late])] == [2] * (LARGE + 1)
+    await _send_and_receive(sender, owner, [*members, late], 2)
 
 
 async def test_member_discarded_elsewhere_misses_the_next_group_message(
@@ -49,12 +53,10 @@ async def test_member_discarded_elsewhere_misses_the_next_group_message(
 ) -> None:
     owner, sender, other = make_layer(), make_layer(), make_layer()
     members = await _large_group(owner, other, "room")
-    await sender.group_send("room", {"type": "x", "n": 1})
-    await _receive_all(owner, members)
+    await _send_and_receive(sender, owner, members, 1)
     leaving = members.pop()
     await other.group_discard("room", leaving)
-    await sender.group_send("room", {"type": "x", "n": 2})
-    assert [m["n"] for m in await _receive_all(owner, members)] == [2] * (LARGE - 1)
+    await _send_and_receive(sender, owner, members, 2)
     assert await receives_nothing(owner, leaving)
 
 
@@ -63,9 +65,10 @@ async def test_members_lapse_by_group_expiry_between_sends(make_layer: LayerFact
     owner = make_layer(group_expiry=group_expiry_s)
     sender = make_layer(group_expiry=group_expiry_s)
     members = await _large_group(owner, owner, "room")
-    await sender.group_send("room", {"type": "x", "n": 1})
-    await _receive_all(owner, members)
-    # Nobody changes the group: the sender's kept members lapse by their scores.
+    await _send_and_receive(sender, owner, members, 1)
+    # Nobody changes the group: its members lapse. Its keys expire with them,
+    # so the sender reads it again; kept members lapsing while the group
+    # lives on: test_members_lapse_by_their_own_age_while_the_group_lives_on.
     await asyncio.sleep(group_expiry_s + 1.2)
     await sender.group_send("room", {"type": "x", "n": 2})
     assert await receives_nothing(owner, members[0])
@@ -85,11 +88,9 @@ async def test_members_lapse_by_their_own_age_while_the_group_lives_on(
     older = await _large_group(owner, owner, "room")
     await asyncio.sleep(1.5)
     newer = await _large_group(owner, owner, "room")
-    await sender.group_send("room", {"type": "x", "n": 1})
-    await _receive_all(owner, older + newer)
+    await _send_and_receive(sender, owner, older + newer, 1)
     await asyncio.sleep(2.5)
-    await sender.group_send("room", {"type": "x", "n": 2})
-    assert [m["n"] for m in await _receive_all(owner, newer)] == [2] * LARGE
+    await _send_and_receive(sender, owner, newer, 2)
     assert await receives_nothing(owner, older[0])
     assert await receives_nothing(owner, older[-1])
 
@@ -104,15 +105,12 @@ async def test_refreshed_members_outlive_their_first_add(make_layer: LayerFactor
     await asyncio.sleep(2.0)
     newcomer = await owner.new_channel()
     await owner.group_add("room", newcomer)
-    await sender.group_send("room", {"type": "x", "n": 1})
-    await _receive_all(owner, [*members, newcomer])
+    await _send_and_receive(sender, owner, [*members, newcomer], 1)
     await asyncio.sleep(0.4)
     for channel in members:
         await owner.group_add("room", channel)
     await asyncio.sleep(1.8)  # past the first adds' lapse, within the newcomer's
-    await sender.group_send("room", {"type": "x", "n": 2})
-    got = await _receive_all(owner, [*members, newcomer])
-    assert [m["n"] for m in got] == [2] * (LARGE + 1)
+    await _send_and_receive(sender, owner, [*members, newcomer], 2)
 
 
 async def test_group_rebuilt_after_flush_elsewhere_is_read_again(
@@ -120,12 +118,10 @@ async def test_group_rebuilt_after_flush_elsewhere_is_read_again(
 ) -> None:
     owner, sender, other = make_layer(), make_layer(), make_layer()
     first = await _large_group(owner, other, "room")
-    await sender.group_send("room", {"type": "x", "n": 1})
-    await _receive_all(owner, first)
+    await _send_and_receive(sender, owner, first, 1)
     await other.flush()
     second = await _large_group(owner, other, "room")
-    await sender.group_send("room", {"type": "x", "n": 2})
-    assert [m["n"] for m in await _receive_all(owner, second)] == [2] * LARGE
+    await _send_and_receive(sender, owner, second, 2)
     assert await receives_nothing(owner, first[0])
 
 
@@ -135,12 +131,10 @@ async def test_unchanged_large_group_is_not_read_again(
 ) -> None:
     owner, sender = make_layer(), make_layer()
     members = await _large_group(owner, owner, "room")
-    await sender.group_send("room", {"type": "x", "n": 1})
-    await _receive_all(owner, members)
+    await _send_and_receive(sender, owner, members, 1)
     before = await _calls(redis_client, "zrange")
     for n in range(2, 5):
-        await sender.group_send("room", {"type": "x", "n": n})
-        assert [m["n"] for m in await _receive_all(owner, members)] == [n] * LARGE
+        await _send_and_receive(sender, owner, members, n)
     assert await _calls(redis_client, "zrange") == before
 
 

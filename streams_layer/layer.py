@@ -108,6 +108,9 @@ class _LoopState:
         if self.closed:
             return
         self.closed = True
+        if self.give_back_timer is not None:
+            self.give_back_timer.cancel()
+            self.give_back_timer = None
         await self.reader.stop()
         if self.pending_tasks:
             await asyncio.gather(*self.pending_tasks, return_exceptions=True)
@@ -576,10 +579,14 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         state = self._states.get(loop)
         if state is None:
             return
+        self._forget_state(loop)
+        await self._close_state(state)
+
+    async def _close_state(self, state: _LoopState) -> None:
+        """Give back the capacity receives freed, then close ``state``."""
         given_back = self._flush_consumed(state)
         if given_back is not None:
             await asyncio.gather(given_back, return_exceptions=True)
-        self._forget_state(loop)
         await state.aclose()
 
     async def close_pools(self) -> None:
@@ -668,8 +675,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         if state.give_back_timer is not None:
             state.give_back_timer.cancel()
             state.give_back_timer = None
-        if not self._consumed:
-            return None
+        if not self._consumed or state.closed:
+            return None  # counts of a closed state wait for another loop's give-back
         taken = Counter({channel: count for channel, count in self._consumed.items() if count})
         self._consumed.clear()
         if not taken:
@@ -740,8 +747,11 @@ def _close_with_loop(
         if owner is not None and owner._states.get(loop) is state:
             owner._forget_state(loop)
         if not state.closed and not loop.is_closed() and not loop.is_running():
+            # As close() does: what receives freed is given back first, not
+            # left to a timer that would fire on a closing loop (or never).
+            closing = owner._close_state(state) if owner is not None else state.aclose()
             try:
-                loop.run_until_complete(state.aclose())
+                loop.run_until_complete(closing)
             except (StreamsLayerError, RuntimeError, *NETWORK_ERRORS) as exc:
                 logger.debug("closing connections with the loop failed: %r", exc)
         original()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 from channels.layers import BaseChannelLayer
 
+from devtools.redis_servers import RedisServer
 from tests.layer_helpers import (
     LayerFactory,
     keys_under,
@@ -363,3 +367,37 @@ async def test_close_pools_then_reuse_works(layer: Any) -> None:
     await layer.send("normal", {"type": "x", "n": 3})
     assert (await receive_within(layer, channel))["n"] == 2
     assert (await receive_within(layer, "normal"))["n"] == 3
+
+
+ENDS_WITHOUT_CLOSE = """
+import asyncio, sys
+from streams_layer import RedisStreamsChannelLayer
+layer = RedisStreamsChannelLayer(hosts=[sys.argv[1]], prefix=sys.argv[2])
+async def main():
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "x"})
+    await layer.receive(channel)  # its capacity is given back within 5 ms, or at close
+    return channel
+print(layer.keys.inbox_counts(layer.client_id), asyncio.run(main()))
+"""
+
+
+def test_a_program_that_ends_without_close_gives_back_what_it_received(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """asyncio.run (or async_to_sync) closing its loop closes the layer's state
+    there as close() does: the received message's count leaves Redis at once,
+    and no give-back is left to fire on the closing loop. In a child process,
+    so that the loop is the program's own."""
+    args = (own_redis.url, prefix)
+    child = subprocess.run(
+        [sys.executable, "-W", "ignore::ResourceWarning", "-c", ENDS_WITHOUT_CLOSE, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stderr == ""
+    counts_key, channel = child.stdout.split()
+    assert redis.Redis.from_url(own_redis.url).hget(counts_key, channel) is None

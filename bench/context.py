@@ -56,7 +56,7 @@ class Sizes:
     worker: int = 5000
     worker_consumers: tuple[int, ...] = (1, 2, 4)
     fanout_members: tuple[int, ...] = (10, 100, 1000)
-    fanout_sends: int = 20
+    fanout_sends: int = 60
     burst_members: int = 100
     burst_sends: int = 100
     pingpong: int = 5000

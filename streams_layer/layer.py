@@ -335,9 +335,17 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                     if mailboxes.expired:
                         self._collect_expired()
                     state.reader.ensure_running()
-                    message = await mailboxes.wait(channel)
-                    if message is None:
-                        message = mailboxes.take(channel)
+                    waiter = mailboxes.waiter(channel)  # mailboxes.wait(), inline
+                    if waiter is not None:
+                        try:
+                            handed = await waiter
+                        except BaseException:
+                            mailboxes.abandon(channel, waiter)
+                            raise
+                        if handed is not None:
+                            message = handed[1]
+                            break
+                    message = mailboxes.take(channel)
             finally:
                 state.active_receives -= 1
         if mailboxes.expired:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -158,6 +159,23 @@ async def test_cancelled_receives_lose_and_duplicate_nothing(
     assert missing == [], f"{len(missing)} messages lost, first {missing[:10]}"
     assert got == list(range(count)), "messages arrived out of order"
     assert await receives_nothing(owner, channel, 0.3)
+
+
+async def test_a_receive_cancelled_right_after_its_hand_off_loses_nothing(
+    make_layer: LayerFactory,
+) -> None:
+    """The message handed to a waiting receive() that is cancelled before it
+    runs goes back first in line (the random cancellations above rarely hit
+    this window)."""
+    layer = make_layer()
+    channel = await layer.new_channel()
+    waiting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.05)  # waits on its empty buffer
+    layer.mailboxes.put(channel, {"type": "x", "n": 1}, time.time() + 60)  # as the reader does
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await receive_within(layer, channel) == {"type": "x", "n": 1}
 
 
 async def test_wait_for_timeouts_on_receive_lose_nothing(make_layer: LayerFactory) -> None:

@@ -68,8 +68,6 @@ CLOSE_DRAIN_S = 2.0
 # group entries added, and group entries the reader has read.
 GROUP_ADDED_FIELD = "~g"
 GROUP_READ_FIELD = "~r"
-# Capacity freed by receive() is returned to Redis at most this late, so one
-# script call carries the capacity of many received messages.
 # group_send keeps the members of groups at least this large between sends
 # (checking only the group's version key); smaller groups are read each time.
 GROUP_CACHE_MIN_MEMBERS = 32
@@ -77,6 +75,8 @@ GROUP_CACHE_MIN_MEMBERS = 32
 # keeps at most (about 100 bytes a member): past either, it starts afresh.
 GROUP_CACHE_SIZE = 1024
 GROUP_CACHE_MEMBERS = 100_000
+# Capacity freed by receive() is returned to Redis at most this late, so one
+# script call carries the capacity of many received messages.
 GIVE_BACK_DELAY_S = 0.005
 # ... unless a channel has given up this share of its capacity meanwhile: then
 # at once (the next loop iteration). At 20,000 messages/s a 5 ms delay alone

@@ -335,7 +335,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                     if mailboxes.expired:
                         self._collect_expired()
                     state.reader.ensure_running()
-                    waiter = mailboxes.waiter(channel)  # mailboxes.wait(), inline
+                    waiter = mailboxes.waiter(channel)
                     if waiter is not None:
                         try:
                             handed = await waiter
@@ -398,13 +398,12 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         returned stream ID. The history keeps ``history_size`` messages.
         """
         self.require_valid_group_name(group)
-        self.codec.encode(message)  # validate before anything is written
+        payload = self.codec.encode(message)  # validated before anything is written
         state = self._state()
-        batcher = state.shards.batcher(group)
-        stored = batcher.script(
+        stored = state.shards.batcher(group).script(
             HISTORY_ADD,
             [self.keys.history(group), self.keys.history_trimmed(group)],
-            [self.codec.encode(message), self.config.history_size, self.config.group_expiry_s],
+            [payload, self.config.history_size, self.config.group_expiry_s],
         )
         raw_id, plan = await asyncio.gather(stored, self._group_plan(group, state))
         history_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
@@ -653,9 +652,9 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         state.give_back_delayed = False
 
     def _collect_expired(self) -> None:
-        """Count and give back what take() found expired in local buffers."""
-        if self.mailboxes.expired:
-            self._dropped(self.mailboxes.collect_expired())
+        """Count and give back what take() found expired in local buffers
+        (callers look at ``mailboxes.expired`` first: it is empty nearly always)."""
+        self._dropped(self.mailboxes.collect_expired())
 
     def _dropped(self, dropped: Counter[str]) -> None:
         """Messages dropped unread from local buffers (expired): count them, give capacity back."""

@@ -37,12 +37,19 @@ async def _send_and_receive(sender: Any, owner: Any, channels: list[str], n: int
     assert [m["n"] for m in await _receive_all(owner, channels)] == [n] * len(channels)
 
 
-async def test_member_added_elsewhere_gets_the_next_group_message(
-    make_layer: LayerFactory,
-) -> None:
+async def _kept_by_sender(make_layer: LayerFactory) -> tuple[Any, Any, Any, list[str]]:
+    """(owner, sender, other, members): a large "room" of ``owner``'s channels,
+    added by ``other``, that ``sender`` has sent message 1 to and so keeps."""
     owner, sender, other = make_layer(), make_layer(), make_layer()
     members = await _large_group(owner, other, "room")
     await _send_and_receive(sender, owner, members, 1)
+    return owner, sender, other, members
+
+
+async def test_member_added_elsewhere_gets_the_next_group_message(
+    make_layer: LayerFactory,
+) -> None:
+    owner, sender, other, members = await _kept_by_sender(make_layer)
     late = await owner.new_channel()
     await other.group_add("room", late)
     await _send_and_receive(sender, owner, [*members, late], 2)
@@ -51,9 +58,7 @@ async def test_member_added_elsewhere_gets_the_next_group_message(
 async def test_member_discarded_elsewhere_misses_the_next_group_message(
     make_layer: LayerFactory,
 ) -> None:
-    owner, sender, other = make_layer(), make_layer(), make_layer()
-    members = await _large_group(owner, other, "room")
-    await _send_and_receive(sender, owner, members, 1)
+    owner, sender, other, members = await _kept_by_sender(make_layer)
     leaving = members.pop()
     await other.group_discard("room", leaving)
     await _send_and_receive(sender, owner, members, 2)
@@ -116,9 +121,7 @@ async def test_refreshed_members_outlive_their_first_add(make_layer: LayerFactor
 async def test_group_rebuilt_after_flush_elsewhere_is_read_again(
     make_layer: LayerFactory,
 ) -> None:
-    owner, sender, other = make_layer(), make_layer(), make_layer()
-    first = await _large_group(owner, other, "room")
-    await _send_and_receive(sender, owner, first, 1)
+    owner, sender, other, first = await _kept_by_sender(make_layer)
     await other.flush()
     second = await _large_group(owner, other, "room")
     await _send_and_receive(sender, owner, second, 2)

@@ -20,6 +20,7 @@ KINDS = (INBOX, CHANNEL, GROUP, HISTORY, DEAD)
 COUNTS_SUFFIX = ":n"
 TRIMMED_SUFFIX = ":trimmed"
 VERSION_SUFFIX = ":v"
+SUFFIXES = ("", COUNTS_SUFFIX, TRIMMED_SUFFIX, VERSION_SUFFIX)
 
 
 def client_of(channel: str) -> str:
@@ -93,7 +94,12 @@ class KeySpace:
         return escaped + ":*"
 
     def parse(self, key: str) -> tuple[str, str] | None:
-        """``(kind, name)`` of a key built here, or None for a foreign key."""
+        """``(kind, name)`` of a key built here, or None for a foreign key.
+
+        :attr:`match_all` also matches the keys of a longer prefix that starts
+        with this one and a colon (``asgi`` and ``asgi:v2``); those are foreign
+        here and parse as None.
+        """
         head = self.prefix + ":"
         if not key.startswith(head):
             return None
@@ -101,6 +107,6 @@ class KeySpace:
         if not sep or kind not in KINDS or not rest.startswith("{"):
             return None
         close = rest.find("}")
-        if close < 0:
+        if close < 0 or rest[close + 1 :] not in SUFFIXES:
             return None
         return kind, rest[1:close]

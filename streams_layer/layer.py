@@ -570,7 +570,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         state = self._state()
         for client in state.shards.clients:
             try:
-                await _unlink_matching(client, self.keys.match_all)
+                await _unlink_own_keys(client, self.keys)
             except NETWORK_ERRORS as exc:
                 raise translate(exc) from exc
         self.mailboxes.clear()
@@ -723,11 +723,14 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.give_back_delayed = False
 
 
-async def _unlink_matching(client: Any, pattern: str) -> None:
+async def _unlink_own_keys(client: Any, keys: KeySpace) -> None:
+    """UNLINK every key of ``keys``'s prefix on ``client``, none of a longer prefix."""
     # A cluster's keys of one node may sit in several slots: one UNLINK each.
     cluster = isinstance(client, RedisCluster)
     batch = []
-    async for key in scan_keys(client, pattern):
+    async for key in scan_keys(client, keys.match_all):
+        if keys.parse(key.decode(errors="replace") if isinstance(key, bytes) else key) is None:
+            continue
         batch.append(key)
         if cluster or len(batch) >= UNLINK_BATCH:
             await client.unlink(*batch)

@@ -44,3 +44,9 @@ def test_parse_recognises_only_keys_built_here() -> None:
     assert keys.parse("other:chan:{x}") is None
     assert keys.parse("asgi:bogus:{x}") is None
     assert keys.parse("asgi:chan:x") is None
+    assert keys.parse("asgi:group:{room}:v") == ("group", "room")
+    assert keys.parse("asgi:history:{room}:trimmed") == ("history", "room")
+    # A longer prefix's keys: "asgi:chan" + ":chan:{x}", "asgi:v2" + ":chan:{x}".
+    assert keys.parse("asgi:chan:chan:{x}") is None
+    assert keys.parse("asgi:v2:chan:{x}") is None
+    assert keys.parse("asgi:chan:{x}:chan:{y}") is None

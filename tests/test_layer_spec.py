@@ -284,6 +284,22 @@ async def test_flush_leaves_keys_of_other_prefixes(
     assert await receive_within(other, "kept") == {"type": "kept"}
 
 
+async def test_flush_leaves_keys_of_a_longer_prefix_that_starts_with_its_own(
+    make_layer: LayerFactory, prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    # "asgi" and "asgi:v2" on one server, as in a rolling deploy to a new prefix.
+    old, new = make_layer(prefix=prefix), make_layer(prefix=prefix + ":v2")
+    channel = await new.new_channel()
+    await new.group_add("room", channel)
+    await new.send("kept", {"type": "kept"})
+    await old.send("gone", {"type": "gone"})
+    await old.flush()
+    assert await keys_under(redis_client, prefix + ":v2")
+    assert await receive_within(new, "kept") == {"type": "kept"}
+    await new.group_send("room", {"type": "still a member"})
+    assert await receive_within(new, channel) == {"type": "still a member"}
+
+
 async def test_layer_works_after_flush(layer: Any) -> None:
     channel = await layer.new_channel()
     await layer.send("normal", {"type": "before"})

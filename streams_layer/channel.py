@@ -10,12 +10,20 @@ An entry is acknowledged in the same round trip as the next read of its
 channel, before anything newer is returned. This keeps delivery at most
 once (nobody claims the default team's pending entries) at one round trip
 per message instead of two.
+
+Each event loop reads under a consumer name of its own (:class:`ConsumerNames`):
+a loop resuming an interrupted read under a name another loop also used would
+be handed that loop's returned, not yet acknowledged entries again. A loop
+that ends acknowledges what it returned and passes its name on, with any
+read it left interrupted, to the next loop of the same layer instance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -41,6 +49,55 @@ logger = logging.getLogger(__name__)
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
+@dataclass
+class Owed:
+    """What a receiver leaves to the next holder of its consumer name."""
+
+    # Entries returned by receive() whose acknowledgement did not reach Redis.
+    unacked: dict[str, list[bytes]] = field(default_factory=dict)
+    # Channels whose last read was interrupted: an entry Redis handed to it
+    # may sit unseen in the name's pending list.
+    resume: set[str] = field(default_factory=set)
+
+
+class ConsumerNames:
+    """The default team's consumer names of one layer instance, one per live event loop.
+
+    A name is ``<client id>-<n>``; a closed loop's receiver gives its name
+    back with what it still owes, and the next loop takes the lowest free
+    name, so a process never holds more names than it ever ran loops at
+    once. Thread-safe: loops of ``async_to_sync`` run in other threads.
+    """
+
+    def __init__(self, base: str) -> None:
+        self._base = base
+        self._lock = threading.Lock()
+        self._free: dict[int, Owed] = {}
+        self._taken = 0
+
+    def take(self) -> tuple[str, Owed]:
+        """A name no live receiver uses, and what its last holder owed."""
+        with self._lock:
+            if self._free:
+                index = min(self._free)
+                owed = self._free.pop(index)
+            else:
+                index, owed = self._taken, Owed()
+                self._taken += 1
+        return f"{self._base}-{index}", owed
+
+    def give_back(self, name: str, owed: Owed) -> None:
+        """Free ``name`` for the next receiver, which takes ``owed`` over."""
+        index = int(name.rsplit("-", 1)[1])
+        with self._lock:
+            self._free[index] = owed
+
+    def forget_owed(self) -> None:
+        """Drop what free names owe (after ``flush``: the entries are gone)."""
+        with self._lock:
+            self._free = {index: Owed() for index in self._free}
+
+
 class ChannelReceiver:
     """Receives from normal channels on one event loop."""
 
@@ -51,19 +108,58 @@ class ChannelReceiver:
         keys: KeySpace,
         config: LayerConfig,
         codec: MessageCodec,
-        consumer: str,
+        names: ConsumerNames,
         clock: ServerClock,
     ) -> None:
         self._shards = shards
         self._keys = keys
         self._config = config
         self._codec = codec
-        self._consumer = consumer
+        self._names = names
+        self._consumer, owed = names.take()
         self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
-        self._unacked: dict[str, list[bytes]] = {}
-        self._resume: set[str] = set()
+        self._unacked = owed.unacked
+        self._resume = owed.resume
         self._opened: set[str] = set()
+        self._closed = False
+
+    @property
+    def consumer(self) -> str:
+        """The consumer name this receiver reads under."""
+        return self._consumer
+
+    async def aclose(self) -> None:
+        """Acknowledge what receive() returned, then pass the consumer name on.
+
+        Acknowledgements that fail (Redis unreachable) go on with the name, as
+        do interrupted reads: the next loop of this layer instance to receive
+        from such a channel sends them first or resumes the read.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        team, expiry_ms = self._config.team, self._config.expiry_ms
+        pending = list(self._unacked.items())
+        acked = await asyncio.gather(
+            *(
+                self._shards.batcher(channel).script(
+                    CHAN_ACK, [self._keys.channel(channel)], [team, expiry_ms, *acks]
+                )
+                for channel, acks in pending
+            ),
+            return_exceptions=True,
+        )
+        for (channel, _), result in zip(pending, acked, strict=True):
+            if isinstance(result, BaseException):
+                logger.debug("channel %s: acknowledging at close failed: %s", channel, result)
+            else:
+                del self._unacked[channel]
+        owed = Owed(self._unacked, self._resume)
+        # A read still in flight on this loop (close() racing a receive())
+        # must not touch what the next holder of the name takes over.
+        self._unacked, self._resume = {}, set()
+        self._names.give_back(self._consumer, owed)
 
     def reset(self) -> None:
         """Forget streams and pending state (after ``flush``)."""
@@ -133,11 +229,17 @@ class ChannelReceiver:
         except BaseException:
             self._unacked[channel] = acks + self._unacked.get(channel, [])
             raise
-        if acks and isinstance(replies[0], Exception):
+        if acks and isinstance(replies[0], Exception) and not stream_gone(replies[0]):
             # The acknowledgement did not happen: keep it for the next read.
+            # (With the stream gone, so are the entries: the read's own error
+            # reopens it below.)
             self._unacked[channel] = acks + self._unacked.get(channel, [])
             if isinstance(replies[0], NoScriptError):
                 await self._shards.client(channel).script_load(CHAN_ACK.source)
+            elif resuming:
+                # receive() backs off: a key of another type answers the
+                # same until it is a stream again.
+                raise translate(replies[0])
             if resuming:
                 # Our pending list still holds what was already returned.
                 return None

@@ -16,7 +16,7 @@ from channels.layers import BaseChannelLayer
 from redis.asyncio.cluster import RedisCluster
 
 from . import metrics
-from .channel import ChannelReceiver
+from .channel import ChannelReceiver, ConsumerNames
 from .config import (
     DEFAULT_CAPACITY,
     DEFAULT_EXPIRY_S,
@@ -94,7 +94,7 @@ class _LoopState:
             keys=layer.keys,
             config=layer.config,
             codec=layer.codec,
-            consumer=layer.client_id,
+            names=layer._consumer_names,
             clock=self.clock,
         )
 
@@ -163,6 +163,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             max_message_bytes=self.config.max_message_bytes,
         )
         self.client_id = uuid.uuid4().hex
+        # The default team's consumer names of this instance's event loops.
+        self._consumer_names = ConsumerNames(self.client_id)
         # In every name new_channel() makes, and in no other valid name.
         self._own_marker = f".{self.client_id}!"
         self.mailboxes = Mailboxes()
@@ -576,6 +578,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self.mailboxes.clear()
         self._consumed.clear()
         self._groups.clear()
+        self._consumer_names.forget_owed()
         for each in list(self._states.values()):
             each.reader.reset()
             each.channels.reset()
@@ -594,6 +597,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         given_back = self._flush_consumed(state)
         if given_back is not None:
             await asyncio.gather(given_back, return_exceptions=True)
+        await state.channels.aclose()
         await state.aclose()
 
     async def close_pools(self) -> None:

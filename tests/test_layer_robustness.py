@@ -100,6 +100,99 @@ def test_one_layer_serves_event_loops_of_several_threads_in_turn(
         _run_in_thread(layer.close_pools)
 
 
+def test_a_normal_channel_message_returned_in_an_ended_loop_is_not_returned_again(
+    redis_url: str, prefix: str
+) -> None:
+    """An entry is acknowledged with the next read of its channel; a loop that
+    ends first acknowledges it on its way out, so a later loop resuming an
+    interrupted read (under the same consumer name) does not return it again."""
+    layer = layer_class()(hosts=[redis_url], prefix=prefix)
+    channel = "ended.normal"
+    try:
+
+        async def first_loop() -> int:
+            await layer.send(channel, {"type": "x", "n": 1})
+            return int((await receive_within(layer, channel))["n"])
+
+        async def second_loop() -> list[int]:
+            assert await receives_nothing(layer, channel, 0.2)  # an interrupted read
+            await layer.send(channel, {"type": "x", "n": 2})
+            got = [(await receive_within(layer, channel))["n"]]
+            assert await receives_nothing(layer, channel, 0.2)
+            return got
+
+        assert _run_in_thread(first_loop) == 1
+        assert _run_in_thread(second_loop) == [2]
+    finally:
+        _run_in_thread(layer.close_pools)
+
+
+def test_loops_running_at_once_never_return_each_others_messages(
+    redis_url: str, prefix: str
+) -> None:
+    layer = layer_class()(hosts=[redis_url], prefix=prefix)
+    channel = "together.normal"
+    holding, release = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    async def holding_loop() -> None:
+        # Returns a message, then keeps its loop (and the acknowledgement) open.
+        await layer.send(channel, {"type": "x", "n": 1})
+        outcome["held"] = (await receive_within(layer, channel))["n"]
+        holding.set()
+        await asyncio.to_thread(release.wait, 30)
+
+    async def other_loop() -> list[int]:
+        assert await receives_nothing(layer, channel, 0.2)  # an interrupted read
+        await layer.send(channel, {"type": "x", "n": 2})
+        got = [(await receive_within(layer, channel))["n"]]
+        assert await receives_nothing(layer, channel, 0.2)
+        return got
+
+    holder = threading.Thread(target=asyncio.run, args=(holding_loop(),))
+    holder.start()
+    try:
+        assert holding.wait(30)
+        assert _run_in_thread(other_loop) == [2]
+        assert outcome["held"] == 1
+    finally:
+        release.set()
+        holder.join(30)
+        _run_in_thread(layer.close_pools)
+
+
+def test_an_entry_an_interrupted_read_left_pending_goes_to_the_next_loop(
+    redis_url: str, prefix: str
+) -> None:
+    """Redis handed an entry to a read whose reply never arrived (cancelled at
+    that instant), and the loop ended: the next loop takes the consumer name
+    over and resumes the read."""
+    layer = layer_class()(hosts=[redis_url], prefix=prefix)
+    channel = "handover.normal"
+    try:
+
+        async def interrupted_loop() -> None:
+            assert await receives_nothing(layer, channel, 0.2)  # a read cancelled...
+            await layer.send(channel, {"type": "x", "n": 1})
+            consumer = layer._state().channels.consumer
+            client = redis.asyncio.Redis.from_url(redis_url)
+            try:  # ...just as Redis handed it this entry
+                taken = await client.xreadgroup(
+                    layer.config.team, consumer, {layer.keys.channel(channel): ">"}, count=1
+                )
+            finally:
+                await client.aclose()
+            assert len(taken[0][1]) == 1
+
+        async def next_loop() -> int:
+            return int((await receive_within(layer, channel))["n"])
+
+        _run_in_thread(interrupted_loop)
+        assert _run_in_thread(next_loop) == 1
+    finally:
+        _run_in_thread(layer.close_pools)
+
+
 async def test_layer_built_outside_a_loop_works_in_this_loop(
     make_layer: LayerFactory,
 ) -> None:

@@ -202,6 +202,34 @@ async def test_stream_replaced_by_a_string_fails_typed_then_recovers(
     assert (await receive_within(layer, channel))["n"] == 3
 
 
+async def test_a_normal_channel_replaced_by_a_string_is_retried_with_back_off(
+    make_layer: LayerFactory, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    """The acknowledgement of the last message fails while the key is a string:
+    receive() waits between attempts instead of asking Redis again at once."""
+    layer = make_layer()
+    channel = "garbage.backoff"
+    key = KeySpace(prefix).channel(channel)
+    await layer.send(channel, {"type": "x", "n": 0})
+    assert (await receive_within(layer, channel))["n"] == 0  # its ack rides on the next read
+    await redis_client.delete(key)
+    await redis_client.set(key, "not a stream")
+
+    def reads(stats: dict[str, Any]) -> int:
+        return int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
+
+    before = reads(await redis_client.info("commandstats"))
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(1.5)
+    attempts = reads(await redis_client.info("commandstats")) - before
+    assert attempts < 30, f"{attempts} reads in 1.5 s"
+    assert not receiving.done()
+
+    await redis_client.delete(key)
+    await _until_ok(lambda: layer.send(channel, {"type": "x", "n": 1}))
+    assert (await asyncio.wait_for(receiving, RECOVER_S))["n"] == 1
+
+
 @pytest.mark.parametrize("kind", ["specific", "normal"])
 async def test_an_entry_with_a_far_future_id_does_not_stop_delivery(
     make_layer: LayerFactory,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -70,6 +71,71 @@ def entry_ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
 
 
+class ReadLedger:
+    """What the inbox readers of one layer instance (one per event loop) have read.
+
+    The readers share the inbox's consumer group and read with ``NOACK``, so
+    Redis counts an entry as read the moment it hands it to a read. A read
+    whose reply never arrives (a dropped connection, a reader cancelled as its
+    loop ends) leaves entries between the newest one any reader took in and
+    the group's last-delivered ID; the next reader to start, on any loop,
+    fetches them with ``XRANGE``. While readers of other loops run, that range
+    may hold entries one of them is delivering right now, so a reader fetches
+    it only when it is the only one running; otherwise those entries are
+    given up: at most once, never twice. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_seen: tuple[int, int] | None = None
+        self._lost = False
+        self._running = 0
+
+    @property
+    def last_seen(self) -> bytes | None:
+        """The newest entry ID a reader took in, or None (none since the start or a flush)."""
+        seen = self._last_seen
+        return None if seen is None else f"{seen[0]}-{seen[1]}".encode()
+
+    def seen(self, entry_id: bytes) -> None:
+        """A reader took in the entries up to ``entry_id``."""
+        seen = _as_id(entry_id)
+        with self._lock:
+            if self._last_seen is None or seen > self._last_seen:
+                self._last_seen = seen
+
+    def read_lost(self) -> None:
+        """A read ended without its reply: it may have been handed entries."""
+        self._lost = True
+
+    def start(self) -> None:
+        """A reader starts running."""
+        with self._lock:
+            self._running += 1
+
+    def stop(self) -> None:
+        """A reader stops running."""
+        with self._lock:
+            self._running -= 1
+
+    def take_recovery(self) -> bool:
+        """Whether the calling reader should fetch what lost reads were handed."""
+        with self._lock:
+            if not self._lost:
+                return False
+            self._lost = False
+            if self._running > 1:
+                logger.info("inbox: a read was lost while other loops read too; not fetched")
+                return False
+            return True
+
+    def reset(self) -> None:
+        """Forget everything (``flush`` deleted the inbox)."""
+        with self._lock:
+            self._last_seen = None
+            self._lost = False
+
+
 class InboxReader:
     """Reads one inbox on one event loop into the shared mailboxes."""
 
@@ -84,6 +150,7 @@ class InboxReader:
         config: LayerConfig,
         codec: MessageCodec,
         mailboxes: Mailboxes,
+        ledger: ReadLedger,
         clock: ServerClock,
         wanted: Callable[[], bool],
         on_dropped: Callable[[Counter[str]], None],
@@ -98,6 +165,7 @@ class InboxReader:
         self._config = config
         self._codec = codec
         self._mailboxes = mailboxes
+        self._ledger = ledger
         self._clock = clock
         self._wanted = wanted
         self._on_dropped = on_dropped
@@ -109,10 +177,6 @@ class InboxReader:
         self._opened = False
         self._next_sweep = 0.0
         self._next_trim = 0.0
-        # The newest entry this reader received, and whether a read may have
-        # been lost with its connection since.
-        self._last_seen: bytes | None = None
-        self._recover = False
 
     def ensure_running(self) -> None:
         """Start the reader task unless it runs."""
@@ -123,6 +187,7 @@ class InboxReader:
         """Forget that the stream exists (after ``flush``)."""
         self._opened = False
         self._read_upto = None
+        self._ledger.reset()
 
     async def stop(self) -> None:
         """Cancel the reader task and wait for it."""
@@ -132,6 +197,13 @@ class InboxReader:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
+        self._ledger.start()
+        try:
+            await self._read_while_wanted()
+        finally:
+            self._ledger.stop()
+
+    async def _read_while_wanted(self) -> None:
         delay = RECONNECT_MIN_S
         while self._wanted():
             try:
@@ -140,7 +212,6 @@ class InboxReader:
                 raise_if_cancelling()
                 logger.warning("inbox %s: Redis unreachable (%s); retrying", self._key, exc)
                 self._opened = False
-                self._recover = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
@@ -156,7 +227,9 @@ class InboxReader:
             delay = RECONNECT_MIN_S
             for entry_id, fields in entries:
                 self._deliver(entry_id, fields)
-                self._read_upto = self._last_seen = entry_id
+            if entries:
+                self._read_upto = entries[-1][0]
+                self._ledger.seen(self._read_upto)
             self._read_since_trim += len(entries)
             self._sweep_if_due()
             if not entries and not len(self._mailboxes):
@@ -176,15 +249,17 @@ class InboxReader:
 
     async def _entries_lost_in_flight(self) -> list[StreamEntry]:
         """Entries Redis delivered to a read whose reply never arrived (CLIENT KILL, a
-        dropped connection): still in the stream, between what we saw and the
-        group's last-delivered ID."""
-        if self._last_seen is None:
-            return []
+        dropped connection, a reader cancelled mid-read): still in the stream,
+        between the newest entry a reader took in and the group's last-delivered ID."""
+        last_seen = self._ledger.last_seen
         delivered = await self._batcher.run_script(INBOX_DELIVERED, [self._key], [READER_GROUP])
-        if not delivered or _as_id(delivered) <= _as_id(self._last_seen):
+        if not delivered or (last_seen is not None and _as_id(delivered) <= _as_id(last_seen)):
             return []
         lost: Any = await self._client.xrange(
-            self._key, min=b"(" + self._last_seen, max=delivered, count=self._config.read_count
+            self._key,
+            min=b"-" if last_seen is None else b"(" + last_seen,
+            max=delivered,
+            count=self._config.read_count,
         )
         if lost:
             logger.info("inbox %s: fetched %d entries a dropped read lost", self._key, len(lost))
@@ -196,9 +271,12 @@ class InboxReader:
             server_ms = await self._batcher.script(STREAM_OPEN, [self._key], [READER_GROUP, ttl])
             self._clock.observe(int(server_ms))
             self._opened = True
-        if self._recover:
-            lost = await self._entries_lost_in_flight()
-            self._recover = False
+        if self._ledger.take_recovery():
+            try:
+                lost = await self._entries_lost_in_flight()
+            except BaseException:
+                self._ledger.read_lost()  # try again with the next read
+                raise
             if lost:
                 return lost
         commands: list[tuple[Any, ...]] = []
@@ -217,7 +295,13 @@ class InboxReader:
         group = ("GROUP", READER_GROUP, READER_CONSUMER)
         options = ("COUNT", self._config.read_count, "BLOCK", self._config.block_ms, "NOACK")
         commands.append(("XREADGROUP", *group, *options, "STREAMS", self._key, ">"))
-        replies = await self._connections.run(commands)
+        try:
+            replies = await self._connections.run(commands)
+        except BaseException:
+            # Cancelled or failed with the read in flight: Redis may have
+            # handed it entries that never reached us.
+            self._ledger.read_lost()
+            raise
         if trim:
             self._read_upto = None
         for reply in replies:

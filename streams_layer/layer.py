@@ -38,7 +38,7 @@ from .exceptions import (
 )
 from .groups import FanOutPlan, GroupMembers
 from .history import HISTORY_ID_KEY, MAX_HISTORY_LIMIT, GroupHistory, is_complete, parse_stream_id
-from .inbox import InboxReader
+from .inbox import InboxReader, ReadLedger
 from .keys import KeySpace, client_of, is_specific
 from .mailbox import Mailboxes
 from .scripts import (
@@ -83,6 +83,7 @@ class _LoopState:
             config=layer.config,
             codec=layer.codec,
             mailboxes=layer.mailboxes,
+            ledger=layer._read_ledger,
             clock=self.clock,
             wanted=lambda: self.active_receives > 0,
             on_dropped=layer._dropped,
@@ -165,6 +166,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self.client_id = uuid.uuid4().hex
         # The default team's consumer names of this instance's event loops.
         self._consumer_names = ConsumerNames(self.client_id)
+        # What this instance's inbox readers (one per event loop) have read.
+        self._read_ledger = ReadLedger()
         # In every name new_channel() makes, and in no other valid name.
         self._own_marker = f".{self.client_id}!"
         self.mailboxes = Mailboxes()

@@ -16,6 +16,7 @@ from asgiref.sync import async_to_sync
 
 from devtools.redis_servers import RedisServer
 from streams_layer.exceptions import StreamsLayerError
+from streams_layer.inbox import READER_CONSUMER, READER_GROUP
 from tests.layer_helpers import (
     LayerFactory,
     close_layer,
@@ -188,6 +189,46 @@ def test_an_entry_an_interrupted_read_left_pending_goes_to_the_next_loop(
             return int((await receive_within(layer, channel))["n"])
 
         _run_in_thread(interrupted_loop)
+        assert _run_in_thread(next_loop) == 1
+    finally:
+        _run_in_thread(layer.close_pools)
+
+
+def test_an_inbox_entry_handed_to_a_read_cancelled_with_its_loop_reaches_the_next_loop(
+    redis_url: str, prefix: str
+) -> None:
+    layer = layer_class()(hosts=[redis_url], prefix=prefix)
+    try:
+        channel: str = _run_in_thread(layer.new_channel)
+
+        async def first_loop() -> None:
+            await layer.send(channel, {"type": "x", "n": 0})
+            assert (await receive_within(layer, channel))["n"] == 0
+            # A receive that times out leaves the reader's read in flight; the
+            # loop's end cancels it.
+            assert await receives_nothing(layer, channel, 0.2)
+
+        async def read_lost() -> None:
+            # Redis hands the next entry to that read, whose reply never arrives.
+            await layer.send(channel, {"type": "x", "n": 1})
+            client = redis.asyncio.Redis.from_url(redis_url)
+            try:
+                taken = await client.xreadgroup(
+                    READER_GROUP,
+                    READER_CONSUMER,
+                    {layer.keys.inbox(layer.client_id): ">"},
+                    count=1,
+                    noack=True,
+                )
+            finally:
+                await client.aclose()
+            assert len(taken[0][1]) == 1
+
+        async def next_loop() -> int:
+            return int((await receive_within(layer, channel))["n"])
+
+        _run_in_thread(first_loop)
+        _run_in_thread(read_lost)
         assert _run_in_thread(next_loop) == 1
     finally:
         _run_in_thread(layer.close_pools)

@@ -7,12 +7,14 @@ to these names and never repeats the numbers.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode
 
+from channels_redis.serializers import registry
 from redis.asyncio.connection import parse_url
 
 from .exceptions import ConfigurationError
@@ -29,6 +31,11 @@ DEFAULT_GROUP_EXPIRY_S = 86400
 DEFAULT_CAPACITY = 100
 DEFAULT_SERIALIZER_FORMAT = "msgpack"
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+# Containers nested in a msgpack message, the message itself counting as one;
+# deeper messages (and cyclic ones) are refused at send (serializers._check_nested).
+# Measured with msgpack 1.2: it packs 1025 levels but reads back only 1024, so
+# a message near its own limit would be written and never received.
+MAX_MESSAGE_DEPTH = 512
 DEFAULT_HISTORY_SIZE = 50
 DEFAULT_TEAM = "default"
 # A blocking read returns at least this often, so a silent receive() never
@@ -107,7 +114,11 @@ TEAM_CLOSE_TIMEOUT_S = 5.0
 # Acknowledgements sent per XACK (Lua's unpack() has a stack limit).
 ACK_CHUNK = 1000
 
-SERIALIZER_FORMATS = ("msgpack", "json")
+
+class ChannelPattern(Protocol):
+    """A ``channel_capacity`` key: a compiled regex, or any object with ``match``."""
+
+    def match(self, channel: str, /) -> Any: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,10 +127,10 @@ class LayerConfig:
 
     hosts: tuple[dict[str, Any], ...]
     prefix: str = DEFAULT_PREFIX
-    expiry_s: int = DEFAULT_EXPIRY_S
+    expiry_s: float = DEFAULT_EXPIRY_S
     group_expiry_s: int = DEFAULT_GROUP_EXPIRY_S
     capacity: int = DEFAULT_CAPACITY
-    channel_capacity: tuple[tuple[re.Pattern[str], int], ...] = ()
+    channel_capacity: tuple[tuple[ChannelPattern, int], ...] = ()
     symmetric_encryption_keys: tuple[str | bytes, ...] = ()
     serializer_format: str = DEFAULT_SERIALIZER_FORMAT
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -131,12 +142,12 @@ class LayerConfig:
 
     @property
     def expiry_ms(self) -> int:
-        return self.expiry_s * 1000
+        return round(self.expiry_s * 1000)
 
     @property
     def key_ttl_s(self) -> int:
-        """TTL of message-holding keys."""
-        return self.expiry_s + KEY_TTL_MARGIN_S
+        """TTL of message-holding keys (whole seconds, as EXPIRE takes them)."""
+        return math.ceil(self.expiry_s) + KEY_TTL_MARGIN_S
 
     def capacity_for(self, channel: str) -> int:
         """The first matching ``channel_capacity`` pattern wins, else ``capacity``."""
@@ -269,7 +280,10 @@ def _sentinel_address(item: str, shown: str) -> tuple[str, int]:
     else:
         host, _, port = item.partition(":")
     if not host or (port and not port.isdigit()):
-        raise ConfigurationError(f"Sentinel URL: cannot read sentinel {item!r} in {shown!r}")
+        # A password holding an unencoded "/" ends the host list early, and
+        # ``item`` is then a piece of it: name it only if ``shown`` shows it.
+        named = repr(item) if item in shown else "host"
+        raise ConfigurationError(f"Sentinel URL: cannot read sentinel {named} in {shown!r}")
     return unquote(host), int(port) if port else DEFAULT_SENTINEL_PORT
 
 
@@ -290,35 +304,75 @@ def _connection_kwargs(options: list[tuple[str, str]], *, tls: bool, shown: str)
 
 
 def _without_password(url: str) -> str:
-    """``url`` with every password (userinfo and ``*password=`` options) shown as ``***``."""
+    """``url`` with every password (userinfo and ``*password=`` options) shown as ``***``.
+
+    Works on URLs that do not parse too, since it masks them for error
+    messages: every ``...password=`` value wherever it stands (also in a
+    query right after the host list), then everything between the first
+    ``:`` and the last ``@`` (a password may hold an unencoded ``/`` or ``@``).
+    """
     scheme, _, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
+    rest = re.sub(r"(password=)[^&]*", r"\1***", rest)
+    userinfo, at, after = rest.rpartition("@")
     if ":" in userinfo:
-        netloc = userinfo.partition(":")[0] + ":***" + at + hosts
-    tail = re.sub(r"(password=)[^&]*", r"\1***", tail)
-    return f"{scheme}://{netloc}{slash}{tail}"
+        rest = userinfo.partition(":")[0] + ":***" + at + after
+    return f"{scheme}://{rest}"
 
 
 def compile_capacities(
     channel_capacity: Mapping[Any, int] | None,
-) -> tuple[tuple[re.Pattern[str], int], ...]:
-    """Globs become regular expressions; compiled patterns are kept as given."""
-    compiled: list[tuple[re.Pattern[str], int]] = []
+) -> tuple[tuple[ChannelPattern, int], ...]:
+    """Globs become regular expressions; objects with ``match`` (compiled
+    regexes, or the ``regex`` package's) are kept as given, as in channels_redis."""
+    compiled: list[tuple[ChannelPattern, int]] = []
     for pattern, value in (channel_capacity or {}).items():
-        _require_positive_int("channel_capacity value", value)
-        if isinstance(pattern, re.Pattern):
-            compiled.append((pattern, value))
-        elif isinstance(pattern, str):
-            compiled.append((re.compile(fnmatch.translate(pattern)), value))
+        capacity = _require_positive_int("channel_capacity value", value)
+        if isinstance(pattern, str):
+            compiled.append((re.compile(fnmatch.translate(pattern)), capacity))
+        elif callable(getattr(pattern, "match", None)):
+            compiled.append((pattern, capacity))
         else:
             raise ConfigurationError(f"channel_capacity pattern must be str or regex: {pattern!r}")
     return tuple(compiled)
 
 
 def _require_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """``value`` if a positive int; a float holding a whole number becomes an int.
+
+    ``60.0`` (what ``float(os.environ[...])`` gives) is accepted, as
+    channels_redis accepts it; bools, strings and fractions are refused.
+    """
+    number = int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
         raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+    return number
+
+
+def _require_expiry(value: Any) -> float:
+    """``expiry`` in seconds: as :func:`_require_positive_int`, or a fraction.
+
+    Messages expire by the millisecond (``LayerConfig.expiry_ms``), so a
+    fraction such as ``0.5`` is kept, as channels_redis keeps it; it must
+    come to at least one millisecond. Keys' TTLs round it up to whole seconds.
+    """
+    if isinstance(value, float) and not value.is_integer():
+        if not math.isfinite(value) or round(value * 1000) < 1:
+            raise ConfigurationError(f"expiry must be at least 0.001 seconds, got {value!r}")
+        return value
+    return _require_positive_int("expiry", value)
+
+
+def _require_serializer_format(value: Any) -> str:
+    """A format registered in ``channels_redis.serializers.registry`` (msgpack,
+    json, or one an application registered before building the layer)."""
+    # The registry has no public way to look a format up without building a
+    # serializer, which needs the layer's keys and expiry.
+    registered = registry._registry
+    if not isinstance(value, str) or value not in registered:
+        raise ConfigurationError(
+            "serializer_format must be one registered in channels_redis.serializers.registry "
+            f"({', '.join(sorted(registered))}), got {value!r}"
+        )
     return value
 
 
@@ -326,7 +380,7 @@ def build_config(  # noqa: PLR0913 - channels_redis's CONFIG keys, one argument 
     *,
     hosts: Any = None,
     prefix: str = DEFAULT_PREFIX,
-    expiry: int = DEFAULT_EXPIRY_S,
+    expiry: float = DEFAULT_EXPIRY_S,
     group_expiry: int = DEFAULT_GROUP_EXPIRY_S,
     capacity: int = DEFAULT_CAPACITY,
     channel_capacity: Mapping[Any, int] | None = None,
@@ -343,17 +397,15 @@ def build_config(  # noqa: PLR0913 - channels_redis's CONFIG keys, one argument 
     """Validate CONFIG and return a :class:`LayerConfig`.
 
     ``random_prefix_length`` is accepted for channels_redis compatibility and
-    ignored: stream entry IDs are already unique.
+    ignored: stream entry IDs are already unique. Counts and seconds may be
+    floats holding whole numbers (``60.0``); ``expiry`` may also be a
+    fraction of a second (see :func:`_require_expiry`).
 
     Raises :class:`ConfigurationError` naming the offending key and value.
     """
     del random_prefix_length
     if not isinstance(prefix, str) or not prefix:
         raise ConfigurationError(f"prefix must be a non-empty str, got {prefix!r}")
-    if serializer_format not in SERIALIZER_FORMATS:
-        raise ConfigurationError(
-            f"serializer_format must be one of {SERIALIZER_FORMATS}, got {serializer_format!r}"
-        )
     if isinstance(symmetric_encryption_keys, (str, bytes)):
         raise ConfigurationError("symmetric_encryption_keys must be a list of keys, not one key")
     if not isinstance(team, str) or not team:
@@ -361,12 +413,12 @@ def build_config(  # noqa: PLR0913 - channels_redis's CONFIG keys, one argument 
     return LayerConfig(
         hosts=decode_hosts(hosts),
         prefix=prefix,
-        expiry_s=_require_positive_int("expiry", expiry),
+        expiry_s=_require_expiry(expiry),
         group_expiry_s=_require_positive_int("group_expiry", group_expiry),
         capacity=_require_positive_int("capacity", capacity),
         channel_capacity=compile_capacities(channel_capacity),
         symmetric_encryption_keys=tuple(symmetric_encryption_keys or ()),
-        serializer_format=serializer_format,
+        serializer_format=_require_serializer_format(serializer_format),
         max_message_bytes=_require_positive_int("max_message_bytes", max_message_bytes),
         history_size=_require_positive_int("history_size", history_size),
         block_ms=_require_positive_int("block_ms", block_ms),

@@ -70,6 +70,9 @@ def make_client(host: dict[str, Any]) -> Client:
         # (CI saw a group_send fail that way). The layer speaks RESP2, which
         # carries no maintenance notifications anyway.
         kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
+    if is_cluster(host) and "address" not in kwargs:
+        # {"host": ..., "port": ..., "cluster": True}: a startup node by name.
+        return RedisCluster(**kwargs)
     if is_cluster(host):
         address = str(kwargs.pop("address"))
         for scheme, plain in CLUSTER_SCHEMES.items():

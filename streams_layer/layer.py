@@ -133,7 +133,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self,
         hosts: Iterable[Any] | None = None,
         prefix: str = DEFAULT_PREFIX,
-        expiry: int = DEFAULT_EXPIRY_S,
+        expiry: float = DEFAULT_EXPIRY_S,
         group_expiry: int = DEFAULT_GROUP_EXPIRY_S,
         capacity: int = DEFAULT_CAPACITY,
         channel_capacity: Mapping[Any, int] | None = None,
@@ -152,9 +152,10 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             serializer_format=serializer_format,
             **options,
         )
-        super().__init__(expiry=expiry, capacity=capacity)
+        # The validated values: 60.0 in CONFIG is 60 here.
+        super().__init__(expiry=self.config.expiry_s, capacity=self.config.capacity)
         self.channel_capacity = list(self.config.channel_capacity)
-        self.group_expiry = group_expiry
+        self.group_expiry = self.config.group_expiry_s
         self.prefix = prefix
         self.keys = KeySpace(prefix)
         self.codec = MessageCodec(

@@ -10,13 +10,15 @@ from typing import Any
 
 from channels_redis.serializers import registry
 
+from .config import MAX_MESSAGE_DEPTH
 from .exceptions import InvalidMessageError, MalformedEntryError, MessageTooLarge
 
 Message = dict[str, Any]
 
 RESERVED_KEY = "__asgi_channel__"
-# msgpack and json both raise these for values they cannot represent.
-_ENCODE_ERRORS = (TypeError, ValueError, OverflowError)
+# msgpack and json both raise these for values they cannot represent; json
+# raises RecursionError for nesting deeper than Python's stack allows.
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
 
 
 class MessageCodec:
@@ -27,7 +29,7 @@ class MessageCodec:
         *,
         serializer_format: str,
         symmetric_encryption_keys: tuple[str | bytes, ...],
-        expiry_s: int,
+        expiry_s: float,
         max_message_bytes: int,
     ) -> None:
         self._serializer = registry.get_serializer(
@@ -44,8 +46,9 @@ class MessageCodec:
     def encode(self, message: Any) -> bytes:
         """Validate and serialize ``message``.
 
-        Raises :class:`InvalidMessageError` for a non-dict, a reserved key or
-        an unserializable value, :class:`MessageTooLarge` over the size limit.
+        Raises :class:`InvalidMessageError` for a non-dict, a reserved key, an
+        unserializable value or (msgpack) nesting deeper than
+        ``MAX_MESSAGE_DEPTH``, :class:`MessageTooLarge` over the size limit.
         """
         if not isinstance(message, dict):
             raise InvalidMessageError(f"message must be a dict, got {type(message).__name__}")
@@ -53,7 +56,7 @@ class MessageCodec:
             if not isinstance(key, str):
                 raise InvalidMessageError(f"message keys must be str, got {key!r}")
             if self._nested_keys_must_be_text and isinstance(value, (dict, list, tuple)):
-                _require_text_keys(value)
+                _check_nested(value)
         if RESERVED_KEY in message:
             raise InvalidMessageError(f"message key {RESERVED_KEY!r} is reserved")
         try:
@@ -78,15 +81,25 @@ class MessageCodec:
         return message
 
 
-def _require_text_keys(value: Any) -> None:
-    """Raise InvalidMessageError for a dict key below ``value`` that is not str or bytes."""
-    stack = [value]
+def _check_nested(value: Any) -> None:
+    """Raise InvalidMessageError for what msgpack cannot write or read back below ``value``.
+
+    That is a dict key that is not str or bytes, or containers nested more
+    than ``MAX_MESSAGE_DEPTH`` deep, the message itself counting as one; a
+    value that contains itself is infinitely deep, so it is refused too
+    rather than walked forever.
+    """
+    stack = [(value, 2)]  # ``value`` is a value of the message: one level down
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)) and depth > MAX_MESSAGE_DEPTH:
+            raise InvalidMessageError(
+                f"message nests more than {MAX_MESSAGE_DEPTH} levels deep (or contains itself)"
+            )
         if isinstance(item, dict):
             for key, nested in item.items():
                 if not isinstance(key, (str, bytes)):
                     raise InvalidMessageError(f"nested dict keys must be str or bytes, got {key!r}")
-                stack.append(nested)
+                stack.append((nested, depth + 1))
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            stack.extend((nested, depth + 1) for nested in item)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from channels_redis.serializers import JSONSerializer, registry
 
 from streams_layer.config import DEFAULT_CAPACITY, build_config, decode_hosts
 from streams_layer.exceptions import ConfigurationError
@@ -44,6 +47,56 @@ def test_channel_capacity_accepts_globs_and_compiled_patterns_in_order() -> None
     assert config.capacity_for("ws.x") == 7
 
 
+class PrefixPattern:
+    """Not a ``re.Pattern``, but has ``match``: channels_redis takes such keys as they are."""
+
+    def match(self, channel: str) -> bool:
+        return channel.startswith("slow.")
+
+
+def test_channel_capacity_accepts_any_pattern_object_with_match() -> None:
+    config = build_config(capacity=7, channel_capacity={PrefixPattern(): 2})
+    assert config.capacity_for("slow.x") == 2
+    assert config.capacity_for("fast.x") == 7
+
+
+def test_whole_number_floats_are_accepted_as_ints() -> None:
+    # As settings read from the environment give them: typed Any, floats at run time.
+    floats: dict[str, Any] = {
+        "expiry": 60.0,
+        "group_expiry": 3600.0,
+        "capacity": 100.0,
+        "channel_capacity": {"a.*": 5.0},
+    }
+    config = build_config(**floats)
+    assert (config.expiry_s, config.group_expiry_s, config.capacity) == (60, 3600, 100)
+    assert all(type(value) is int for value in (config.expiry_s, config.capacity))
+    assert config.capacity_for("a.b") == 5
+    assert type(config.capacity_for("a.b")) is int
+
+
+def test_fractional_expiry_is_kept_to_the_millisecond() -> None:
+    config = build_config(expiry=0.5)
+    assert config.expiry_ms == 500
+    assert config.key_ttl_s == 2  # whole seconds for EXPIRE: rounded up, plus the margin
+
+
+@pytest.fixture
+def custom_format() -> Iterator[str]:
+    """A serializer format registered with channels_redis, as an application would."""
+
+    class CustomSerializer(JSONSerializer):
+        pass
+
+    registry.register_serializer("test-custom", CustomSerializer)
+    yield "test-custom"
+    del registry._registry["test-custom"]
+
+
+def test_serializer_format_registered_with_channels_redis_is_accepted(custom_format: str) -> None:
+    assert build_config(serializer_format=custom_format).serializer_format == custom_format
+
+
 def test_defaults_match_channels_redis() -> None:
     config = build_config()
     assert (config.prefix, config.expiry_s, config.group_expiry_s) == ("asgi", 60, 86400)
@@ -58,8 +111,17 @@ def test_defaults_match_channels_redis() -> None:
         ("capacity", "100", "got '100'"),
         ("expiry", -1, "expiry must be a positive int, got -1"),
         ("group_expiry", True, "group_expiry must be a positive int, got True"),
+        ("capacity", 2.5, "capacity must be a positive int, got 2.5"),
+        ("capacity", -3.0, "capacity must be a positive int, got -3.0"),
+        ("group_expiry", 0.5, "group_expiry must be a positive int, got 0.5"),
+        ("expiry", 0.0, "expiry must be a positive int, got 0.0"),
+        ("expiry", -0.5, "expiry must be at least 0.001 seconds, got -0.5"),
+        ("expiry", 0.0001, "expiry must be at least 0.001 seconds, got 0.0001"),
+        ("expiry", float("inf"), "expiry must be at least 0.001 seconds, got inf"),
+        ("expiry", float("nan"), "expiry must be at least 0.001 seconds, got nan"),
         ("prefix", "", "prefix must be a non-empty str"),
         ("serializer_format", "pickle", "'pickle'"),
+        ("serializer_format", ["json"], "['json']"),
         ("symmetric_encryption_keys", "one-key", "list of keys"),
         ("channel_capacity", {"x": 0}, "channel_capacity value must be a positive int, got 0"),
     ],
@@ -172,3 +234,21 @@ def test_sentinel_url_errors_do_not_show_passwords() -> None:
     assert "secret" not in str(caught.value)
     assert "hidden" not in str(caught.value)
     assert "u:***@s1" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        ["redis+sentinel://s1?sentinel_password=hunter2"],
+        ["redis+sentinel://:hunter2@s1:26379x?password=hunter2/mymaster"],
+        [{"address": "redis+sentinel://:hun/ter2@s1/mymaster"}],
+        ["redis+sentinel://u:p@ss@s1/?sentinel_password=a@b/c"],
+    ],
+)
+def test_sentinel_url_errors_mask_passwords_anywhere_in_the_url(hosts: list[object]) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        decode_hosts(hosts)
+    message = str(caught.value)
+    assert "***" in message
+    for piece in ("hunter2", "hun", "ter2", "p@ss", "a@b"):
+        assert piece not in message

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from channels.exceptions import ChannelFull
+from channels_redis.serializers import JSONSerializer, registry
 
 from devtools.redis_servers import RedisServer
 from streams_layer.exceptions import StreamsLayerError
@@ -176,6 +178,48 @@ async def test_serializer_format_is_used_for_payloads(
     raw = await raw_stream_bytes(redis_client, prefix)
     assert marker in raw
     assert await receive_within(layer, "fmt") == message
+
+
+class MarkedSerializer(JSONSerializer):
+    """JSON behind a marker: a format an application registers with channels_redis."""
+
+    MARK = b"marked:"
+
+    def as_bytes(self, message: Any, *args: Any, **kwargs: Any) -> bytes:
+        return self.MARK + bytes(super().as_bytes(message, *args, **kwargs))
+
+    def from_bytes(self, message: bytes, *args: Any, **kwargs: Any) -> Any:
+        return super().from_bytes(message.removeprefix(self.MARK), *args, **kwargs)
+
+
+@pytest.fixture
+def marked_format() -> Iterator[str]:
+    registry.register_serializer("test-marked", MarkedSerializer)
+    yield "test-marked"
+    del registry._registry["test-marked"]
+
+
+async def test_serializer_format_registered_with_channels_redis_is_used(
+    make_layer: LayerFactory, prefix: str, redis_client: redis.asyncio.Redis, marked_format: str
+) -> None:
+    layer = make_layer(serializer_format=marked_format)
+    await layer.send("fmt", {"type": "x", "n": 1})
+    assert MarkedSerializer.MARK in await raw_stream_bytes(redis_client, prefix)
+    assert await receive_within(layer, "fmt") == {"type": "x", "n": 1}
+
+
+async def test_whole_number_floats_and_fractional_expiry_work(make_layer: LayerFactory) -> None:
+    """60.0 from float(os.environ[...]) works as in channels_redis; expiry 0.5 expires."""
+    layer = make_layer(capacity=2.0, group_expiry=60.0, expiry=60.0)
+    await _round_trip(layer)
+    await layer.send("floats.full", {"type": "x"})
+    await layer.send("floats.full", {"type": "x"})
+    with pytest.raises(ChannelFull):
+        await layer.send("floats.full", {"type": "x"})
+    short = make_layer(expiry=0.5)
+    await short.send("floats.short", {"type": "x"})
+    await asyncio.sleep(1.5)
+    assert await receives_nothing(short, "floats.short")
 
 
 def test_unknown_serializer_format_is_refused(redis_url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from streams_layer.config import MAX_MESSAGE_DEPTH
 from streams_layer.exceptions import InvalidMessageError, MalformedEntryError, MessageTooLarge
 from streams_layer.serializers import MessageCodec
 
@@ -38,6 +39,43 @@ def test_unserializable_value_is_refused_with_a_typed_error() -> None:
         codec().encode({"type": "x", "value": object()})
     with pytest.raises(InvalidMessageError):
         codec().encode({"type": "x", "value": 2**64})
+
+
+def _nested(depth: int) -> list[object]:
+    """Lists nested ``depth`` deep."""
+    outer: list[object] = []
+    inner = outer
+    for _ in range(depth - 1):
+        deeper: list[object] = []
+        inner.append(deeper)
+        inner = deeper
+    return outer
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_message_that_contains_itself_is_refused_with_a_typed_error(fmt: str) -> None:
+    items: list[object] = []
+    items.append(items)
+    mapping: dict[str, object] = {}
+    mapping["self"] = mapping
+    for value in (items, mapping, [{"a": items}]):
+        with pytest.raises(InvalidMessageError):
+            codec(fmt).encode({"type": "x", "value": value})
+
+
+@pytest.mark.parametrize("fmt", ["msgpack", "json"])
+def test_message_nested_too_deep_is_refused_with_a_typed_error(fmt: str) -> None:
+    with pytest.raises(InvalidMessageError):
+        codec(fmt, limit=1 << 20).encode({"type": "x", "value": _nested(5000)})
+
+
+def test_msgpack_message_nested_to_the_depth_limit_round_trips() -> None:
+    # The message counts as one level, so its value may hold MAX_MESSAGE_DEPTH - 1.
+    message = {"type": "x", "value": _nested(MAX_MESSAGE_DEPTH - 1)}
+    assert codec().decode(codec().encode(message)) == message
+    with pytest.raises(InvalidMessageError, match=str(MAX_MESSAGE_DEPTH)):
+        codec().encode({"type": "x", "value": _nested(MAX_MESSAGE_DEPTH)})
 
 
 def test_size_limit_counts_serialized_bytes() -> None:

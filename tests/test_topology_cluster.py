@@ -57,6 +57,22 @@ async def test_both_hosts_forms_send_and_receive_across_slots(cluster_layers: li
     assert (await _receive(dict_form, specific))["to"] == "dict"
 
 
+async def test_host_and_port_dict_with_cluster_flag_selects_the_cluster(
+    redis_cluster: RedisCluster, prefix: str
+) -> None:
+    host, port = redis_cluster.startup_nodes[0]
+    layer = RedisStreamsChannelLayer(
+        hosts=[{"host": host, "port": port, "cluster": True}], prefix=prefix
+    )
+    try:
+        for i in range(6):
+            await layer.send(f"hostport-{i}", {"type": "t", "i": i})
+        for i in range(6):
+            assert (await _receive(layer, f"hostport-{i}"))["i"] == i
+    finally:
+        await layer.close_pools()
+
+
 async def test_group_send_reaches_members_of_every_layer(
     cluster_layers: list[Any], redis_cluster: RedisCluster, prefix: str
 ) -> None:

@@ -16,6 +16,8 @@ from .serializers import Message
 HISTORY_ID_KEY = "history_id"
 MAX_HISTORY_LIMIT = 1000
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+# Both halves of a stream ID are 64-bit: no ID is longer than this one.
+LONGEST_STREAM_ID = f"{2**64 - 1}-{2**64 - 1}"
 
 
 @dataclass(frozen=True)

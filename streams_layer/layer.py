@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from channels.layers import BaseChannelLayer
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from . import metrics
 from .channel import ChannelReceiver, ConsumerNames
@@ -37,7 +38,14 @@ from .exceptions import (
     StreamsLayerError,
 )
 from .groups import FanOutPlan, GroupMembers
-from .history import HISTORY_ID_KEY, MAX_HISTORY_LIMIT, GroupHistory, is_complete, parse_stream_id
+from .history import (
+    HISTORY_ID_KEY,
+    LONGEST_STREAM_ID,
+    MAX_HISTORY_LIMIT,
+    GroupHistory,
+    is_complete,
+    parse_stream_id,
+)
 from .inbox import InboxReader, ReadLedger
 from .keys import KeySpace, client_of, is_specific
 from .mailbox import Mailboxes
@@ -162,6 +170,14 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             serializer_format=self.config.serializer_format,
             symmetric_encryption_keys=self.config.symmetric_encryption_keys,
             expiry_s=self.config.expiry_s,
+            max_message_bytes=self.config.max_message_bytes,
+        )
+        # Recorded messages live for group_expiry, not expiry: an encrypted
+        # one must stay readable that long (Fernet checks its age on decrypt).
+        self._history_codec = MessageCodec(
+            serializer_format=self.config.serializer_format,
+            symmetric_encryption_keys=self.config.symmetric_encryption_keys,
+            expiry_s=self.config.group_expiry_s,
             max_message_bytes=self.config.max_message_bytes,
         )
         self.client_id = uuid.uuid4().hex
@@ -404,7 +420,11 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         returned stream ID. The history keeps ``history_size`` messages.
         """
         self.require_valid_group_name(group)
-        payload = self.codec.encode(message)  # validated before anything is written
+        # Validated before anything is written, with room for the longest ID:
+        # the members' copy carries it and must not turn out too large after
+        # the history holds the message.
+        self.codec.encode({**message, HISTORY_ID_KEY: LONGEST_STREAM_ID})
+        payload = self._history_codec.encode(message)
         state = self._state()
         stored = state.shards.batcher(group).script(
             HISTORY_ADD,
@@ -445,18 +465,23 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 pipe.xrange(key, min=f"({after}", count=limit)
                 pipe.get(self.keys.history_trimmed(group))
                 entries, trimmed_upto = await pipe.execute()
-        except NETWORK_ERRORS as exc:
+        except (*NETWORK_ERRORS, ResponseError) as exc:
             raise translate(exc) from exc
         messages = []
         for entry_id, fields in entries:
             try:
-                message = self.codec.decode(fields[b"m"])
+                message = self._history_codec.decode(fields[b"m"])
             except (KeyError, TypeError, MalformedEntryError) as exc:
                 logger.warning("history of %s: skipping entry %r: %s", group, entry_id, exc)
                 continue
             message[HISTORY_ID_KEY] = entry_id.decode()
             messages.append(message)
-        return GroupHistory(messages=messages, complete=is_complete(after, trimmed_upto))
+        try:
+            complete = is_complete(after, trimmed_upto)
+        except ValueError:
+            logger.warning("history of %s: unreadable trim mark %r", group, trimmed_upto)
+            complete = False  # nothing says what was trimmed
+        return GroupHistory(messages=messages, complete=complete)
 
     async def _group_plan(self, group: str, state: _LoopState) -> FanOutPlan:
         """Where a message to ``group`` goes: its members added within

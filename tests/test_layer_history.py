@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
+import redis.asyncio
 
+from streams_layer.exceptions import MessageTooLarge, StreamsLayerError
 from tests.layer_helpers import LayerFactory, receive_within, receives_nothing
 
 STREAM_ID = re.compile(r"^\d+-\d+$")
@@ -137,3 +140,47 @@ async def test_group_send_recorded_validates_like_group_send(make_layer: LayerFa
     with pytest.raises(TypeError):
         await layer.group_history("bad group")
     assert (await layer.group_history("room")).messages == []
+
+
+async def test_a_message_too_large_with_its_history_id_is_refused_before_it_is_recorded(
+    make_layer: LayerFactory,
+) -> None:
+    layer = make_layer(max_message_bytes=1000)
+    channel = await layer.new_channel()
+    await layer.group_add("room", channel)
+    small = {"type": "x", "text": ""}
+    room = 1000 - len(layer.codec.encode(small))
+    fits_alone = {"type": "x", "text": "a" * (room - 5)}  # not with a history_id added
+    layer.codec.encode(fits_alone)
+    with pytest.raises(MessageTooLarge):
+        await layer.group_send_recorded("room", fits_alone)
+    assert (await layer.group_history("room")).messages == []
+    assert await receives_nothing(layer, channel)
+
+
+async def test_encrypted_history_stays_readable_after_expiry(
+    make_layer: LayerFactory, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    """Recorded messages live for group_expiry; an encrypted one used to be
+    refused once older than expiry + 10 s (Fernet's age check)."""
+    layer = make_layer(expiry=1, symmetric_encryption_keys=["history-key"])
+    serializer: Any = layer._history_codec._serializer
+    written_at = int(time.time()) - 120  # two minutes ago, as Fernet stamps it
+    token = serializer.crypter.encrypt_at_time(serializer.as_bytes({"type": "old"}), written_at)
+    await redis_client.xadd(layer.keys.history("room"), {"m": token})
+    (message,) = (await layer.group_history("room")).messages
+    assert message["type"] == "old"
+
+
+async def test_group_history_over_garbage_fails_typed_or_reports_a_gap(
+    make_layer: LayerFactory, redis_client: redis.asyncio.Redis
+) -> None:
+    layer = make_layer()
+    await redis_client.set(layer.keys.history("strings"), "not a stream")
+    with pytest.raises(StreamsLayerError):
+        await layer.group_history("strings")
+    history_id = await layer.group_send_recorded("marked", {"type": "x"})
+    await redis_client.set(layer.keys.history_trimmed("marked"), "garbage")
+    history = await layer.group_history("marked", after="0-0")
+    assert [m["history_id"] for m in history.messages] == [history_id]
+    assert history.complete is False

@@ -466,10 +466,18 @@ class ServerClock:
 
     def __init__(self) -> None:
         self.offset_s = 0.0
+        # Whether a server timestamp was seen yet (until then the offset is a guess: 0).
+        self.synced = False
 
     def observe(self, server_ms: int) -> None:
         """Record a server timestamp read just now."""
         self.offset_s = server_ms / 1000 - time.time()
+        self.synced = True
+
+    def observe_time(self, reply: Any) -> None:
+        """Record the reply of a ``TIME`` command read just now."""
+        seconds, micros = reply
+        self.observe(int(seconds) * 1000 + int(micros) // 1000)
 
     def now(self) -> float:
         """The server's current time in seconds."""

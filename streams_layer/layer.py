@@ -498,6 +498,11 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         """
         batcher = state.shards.batcher(group)
         version_key = self.keys.group_version(group)
+        if not state.clock.synced:
+            # A loop that only sends has not read the server's time yet; with
+            # the local clock a skewed host would drop live members or keep
+            # lapsed ones.
+            state.clock.observe_time(await batcher.call("TIME"))
         since = int(state.clock.now()) - self.config.group_expiry_s
         members = ("ZRANGE", self.keys.group(group), since, "+inf", "BYSCORE", "WITHSCORES")
         if self._groups.is_kept(group):

@@ -8,11 +8,14 @@ group_discard, a member's lapse, flush) must still reach the next send.
 from __future__ import annotations
 
 import asyncio
+import time
+import types
 from typing import Any
 
 import pytest
 import redis.asyncio
 
+import streams_layer.connection
 from streams_layer.config import GROUP_CACHE_MIN_MEMBERS
 from tests.layer_helpers import LayerFactory, receive_within, receives_nothing
 
@@ -145,3 +148,31 @@ async def _calls(client: redis.asyncio.Redis, command: str) -> int:
     stats = await client.info("commandstats")
     entry = stats.get(f"cmdstat_{command}")
     return int(entry["calls"]) if entry else 0
+
+
+@pytest.mark.parametrize("skew_s", [-40.0, 40.0])
+async def test_membership_age_follows_the_servers_clock_in_a_loop_that_only_sends(
+    make_layer: LayerFactory, monkeypatch: pytest.MonkeyPatch, skew_s: float
+) -> None:
+    """A sender whose clock is off by more than group_expiry neither drops a
+    fresh member (clock ahead) nor reaches a lapsed one (clock behind)."""
+    member = make_layer(group_expiry=30)
+    fresh = await member.new_channel()
+    lapsed = await member.new_channel()
+    await member.group_add("room", fresh)
+    await member.group_add("room", lapsed)
+    await _age_membership(member, "room", lapsed, 31)
+    sender = make_layer(group_expiry=30)  # has read nothing: no server time seen
+    skewed = types.SimpleNamespace(time=lambda: time.time() + skew_s)
+    monkeypatch.setattr(streams_layer.connection, "time", skewed)
+    await sender.group_send("room", {"type": "g"})
+    monkeypatch.undo()
+    assert await receive_within(member, fresh) == {"type": "g"}
+    assert await receives_nothing(member, lapsed)
+
+
+async def _age_membership(layer: Any, group: str, channel: str, seconds: int) -> None:
+    """Make ``channel``'s membership of ``group`` look ``seconds`` old (server time)."""
+    client = layer._state().shards.client(group)
+    server_s, _ = await client.time()
+    await client.zadd(layer.keys.group(group), {channel: server_s - seconds})

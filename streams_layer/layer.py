@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 import uuid
 import weakref
@@ -67,6 +68,60 @@ logger = logging.getLogger(__name__)
 # Channel names remembered as valid, per layer instance.
 NAME_CACHE_SIZE = 4096
 UNLINK_BATCH = 500
+
+
+class _ConsumedCounts:
+    """Per channel, capacity to give back to the inbox counts (negative: held).
+
+    Shared by every event loop of a layer instance, so by threads too: each
+    change is made under a lock (a read, then a write, from two threads
+    could lose a count, and the channel its capacity until the counts expire).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+    def add(self, channel: str, delta: int) -> int:
+        """Change ``channel``'s count by ``delta``; returns the new count."""
+        with self._lock:
+            count = self._counts[channel] = self._counts.get(channel, 0) + delta
+        return count
+
+    def add_each(self, channels: Iterable[str], delta: int) -> None:
+        """:meth:`add` ``delta`` for every channel of ``channels``."""
+        with self._lock:
+            counts = self._counts
+            for channel in channels:
+                counts[channel] = counts.get(channel, 0) + delta
+
+    def add_all(self, counts: Mapping[str, int]) -> None:
+        """:meth:`add` each count of ``counts``."""
+        with self._lock:
+            for channel, delta in counts.items():
+                self._counts[channel] = self._counts.get(channel, 0) + delta
+
+    def take_positive(self, channel: str) -> int:
+        """``channel``'s count if positive, removed; else 0 (a hold stays)."""
+        with self._lock:
+            count = self._counts.get(channel, 0)
+            if count <= 0:
+                return 0
+            del self._counts[channel]
+        return count
+
+    def take_all(self) -> Counter[str]:
+        """Every non-zero count, removed."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        return Counter({channel: count for channel, count in counts.items() if count})
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
 
 
 class _LoopState:
@@ -189,7 +244,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         self._own_marker = f".{self.client_id}!"
         self.mailboxes = Mailboxes()
         self._groups = GroupMembers(self._capacities)
-        self._consumed: Counter[str] = Counter()
+        self._consumed = _ConsumedCounts()
         self._valid_names: set[str] = set()
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
@@ -277,11 +332,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 # Capacity this instance's receives freed on the channel goes
                 # with the send, so it never meets an outdated count (and a
                 # loop sending to itself costs no give-back per message).
-                received = self._consumed.get(channel, 0)
-                if received > 0:
-                    del self._consumed[channel]
-                else:
-                    received = 0  # a hold (a negative count) stays for the next give-back
+                # (a hold, a negative count, stays for the next give-back)
+                received = self._consumed.take_positive(channel)
             else:
                 received = 0
             try:
@@ -300,7 +352,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 )
             except BaseException:
                 if received:
-                    self._consumed[channel] = self._consumed.get(channel, 0) + received
+                    self._consumed.add(channel, received)
                 raise
         else:
             queued = await state.shards.batcher(channel).run_script(
@@ -372,7 +424,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                 state.active_receives -= 1
         if mailboxes.expired:
             self._collect_expired()
-        consumed = self._consumed[channel] = self._consumed.get(channel, 0) + 1
+        consumed = self._consumed.add(channel, 1)
         self._give_back_in_time(state, consumed, self.get_capacity(channel))
         metrics.record(metrics.RECEIVED, channel=channel)
         return message
@@ -656,7 +708,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         second one script call returns the capacity of many (the benchmark
         measured one extra EVALSHA per message when this ran every loop tick).
         """
-        self._consumed.update(taken)
+        self._consumed.add_all(taken)
         state = self._states.get(asyncio.get_running_loop())
         if state is not None:
             self._schedule_give_back(state)
@@ -708,10 +760,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             metrics.record(metrics.EXPIRED, count, channel=channel)
         for channel, count in Counter(full).items():
             metrics.record(metrics.CHANNEL_FULL, count, channel=channel)
-        consumed = self._consumed
-        for channel in held:
-            consumed[channel] = consumed.get(channel, 0) - 1
-        read = consumed[GROUP_READ_FIELD] = consumed.get(GROUP_READ_FIELD, 0) - 1
+        self._consumed.add_each(held, -1)
+        read = self._consumed.add(GROUP_READ_FIELD, -1)
         # Senders count entries read but not yet reported as unread: a busy
         # reader reports them as soon as a channel would its received messages.
         self._give_back_in_time(self._state(), -read, self.capacity)
@@ -722,8 +772,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
             state.give_back_timer = None
         if not self._consumed or state.closed:
             return None  # counts of a closed state wait for another loop's give-back
-        taken = Counter({channel: count for channel, count in self._consumed.items() if count})
-        self._consumed.clear()
+        taken = self._consumed.take_all()
         if not taken:
             return None
         counts_key = self.keys.inbox_counts(self.client_id)
@@ -743,7 +792,7 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
         """
         if future.cancelled() or future.exception() is None:
             return
-        self._consumed.update(taken)
+        self._consumed.add_all(taken)
         if isinstance(future.exception(), asyncio.CancelledError):
             # The round trip was cancelled: the loop is shutting down
             # (asyncio.run() cancels what is left when the program returns

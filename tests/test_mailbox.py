@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -107,3 +108,28 @@ async def test_a_group_message_goes_to_members_with_room_only() -> None:
         {"n": 1},
         None,
     ]
+
+
+def test_a_put_from_another_thread_as_take_empties_the_buffer_is_kept() -> None:
+    """Loops of several threads share one layer's buffers: take() removing the
+    buffer it just emptied must not drop what put() adds in another thread
+    at that moment."""
+    mailboxes = Mailboxes()
+    racing: list[threading.Thread] = []
+
+    class RacingBuffers(dict[str, Any]):
+        def __delitem__(self, channel: str) -> None:
+            # Another thread puts just before take() removes the emptied buffer.
+            if not racing:
+                racing.append(
+                    threading.Thread(target=mailboxes.put, args=(channel, {"n": 2}, _fresh()))
+                )
+                racing[0].start()
+                racing[0].join(0.2)  # a put that waits for take() to finish times out here
+            super().__delitem__(channel)
+
+    mailboxes._items = RacingBuffers()
+    mailboxes.put(CHANNEL, {"n": 1}, _fresh())
+    assert mailboxes.take(CHANNEL) == {"n": 1}
+    racing[0].join(5)
+    assert mailboxes.take(CHANNEL) == {"n": 2}

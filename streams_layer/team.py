@@ -23,6 +23,14 @@ The contract (see ``docs/architecture.md``, "Teams"):
   read but never acknowledged (it died, hung, or its handler raised) is
   claimed by a live teammate (or by itself) once it has been idle for
   ``claim_idle_ms``, and delivered again (``delivery.deliveries`` counts).
+- A live member keeps the entries it read but has not handed out yet: once
+  ``claim_idle_ms / 10`` has passed since it read (or last refreshed) them,
+  it resets their idle time in Redis before its next handout, without
+  raising their delivery counts; and its queued acknowledgements reach
+  Redis before its own claims. So a member whose every handler finishes
+  within ``0.9 * claim_idle_ms`` never has a message claimed, counted again
+  or dead-lettered. A member that dies, hangs or stops iterating stops
+  refreshing, and a teammate claims its entries ``claim_idle_ms`` later.
 - A message delivered more than ``max_deliveries`` times, or whose handler
   raised on its ``max_deliveries``-th delivery, moves to the channel's
   dead-letter stream with the reason; list them with
@@ -77,6 +85,11 @@ FAILURE_MEMORY = 1024
 MAX_DEAD_LETTER_LIMIT = 10_000
 START_CURSOR = "0-0"
 CLAIMED_FIELDS = 3  # id, fields, deliveries per claimed entry in TEAM_CLAIM's reply
+# Buffered entries are refreshed (idle time reset in Redis) before a handout
+# once claim_idle_ms / REFRESH_DIVISOR went by since they were read or last
+# refreshed: a handler gets at least nine tenths of claim_idle_ms. A refresh
+# is a round trip, so a member that empties its buffer faster pays nothing.
+REFRESH_DIVISOR = 10
 
 
 def _text(value: Any) -> str:
@@ -119,7 +132,6 @@ class _Entry:
     entry_id: bytes
     fields: dict[bytes, bytes]
     deliveries: int
-    read_at: float  # loop.time() when it reached this process
 
 
 class Delivery:
@@ -205,9 +217,13 @@ class TeamConsumer:
     for teammates to claim).
 
     Reads ``batch`` entries per ``XREADGROUP``; every ``claim_idle_ms / 2``
-    it claims up to ``batch`` entries idle for ``claim_idle_ms``.
-    ``claim_idle_ms`` must exceed the longest time a handler takes, or a
-    slow but live member's message is delivered to a teammate too.
+    it claims up to ``batch`` entries idle for ``claim_idle_ms``, after
+    sending its queued acknowledgements. Entries waiting in its buffer are
+    refreshed in Redis (idle time reset, delivery count unchanged) before a
+    handout once ``claim_idle_ms / 10`` went by since they were read or last
+    refreshed, so each handler has at least ``0.9 * claim_idle_ms``: the
+    longest handler must stay under that, or a slow but live member's
+    message is delivered to a teammate too.
     """
 
     def __init__(  # noqa: PLR0913 - the team's settings, keyword-only
@@ -250,6 +266,10 @@ class TeamConsumer:
         self._key = layer.keys.channel(channel)
         self._dead_key = layer.keys.dead(channel)
         self._buffer: deque[_Entry] = deque()
+        # loop.time() before the buffered entries were last read, claimed or
+        # refreshed: an upper bound of their idle time in Redis.
+        self._fresh_at = 0.0
+        self._refresh_after_s = self.claim_idle_ms / REFRESH_DIVISOR / 1000
         self._acks: list[bytes] = []
         # Acknowledged entries that were dropped as expired, not handled.
         self._uncounted_acks = 0
@@ -332,15 +352,20 @@ class TeamConsumer:
         async with self._read_lock:
             delay = RECONNECT_MIN_S
             while True:
-                delivery = await self._next_buffered()
-                if delivery is not None:
-                    return delivery
-                if self._stopping:
-                    raise StopAsyncIteration
                 try:
+                    delivery = await self._next_buffered()
+                    if delivery is not None:
+                        return delivery
+                    if self._stopping:
+                        raise StopAsyncIteration
                     await self._fill()
                 except (StreamsLayerError, *NETWORK_ERRORS) as exc:
                     raise_if_cancelling()
+                    if self._stopping:
+                        # The rest of the buffer stays pending for teammates.
+                        logger.warning("%r: read failed (%s) while stopping", self, exc)
+                        self._buffer.clear()
+                        raise StopAsyncIteration from exc
                     logger.warning("%r: read failed (%s); retrying", self, exc)
                     self._opened = False
                     await asyncio.sleep(delay)
@@ -365,12 +390,19 @@ class TeamConsumer:
         await asyncio.gather(*(work() for _ in range(concurrency)))
 
     async def _next_buffered(self) -> Delivery | None:
-        loop_time = asyncio.get_running_loop().time()
+        """The next buffered entry as a delivery, refreshing the buffer first if due.
+
+        An entry's idle time in Redis runs from its read, not its handout:
+        without the refresh, entries waiting behind slow handlers would be
+        claimed (by a teammate, or by this member once its buffer is empty)
+        and counted as deliveries they never were.
+        """
+        if self._buffer and (
+            asyncio.get_running_loop().time() - self._fresh_at >= self._refresh_after_s
+        ):
+            await self._refresh()
         while self._buffer:
             entry = self._buffer.popleft()
-            if (loop_time - entry.read_at) * 1000 >= self.claim_idle_ms:
-                # A teammate may have claimed it by now: leave it to the claims.
-                continue
             message = await self._decode(entry)
             if message is not None:
                 metrics.record(metrics.RECEIVED, channel=self.channel, team=self.team)
@@ -406,6 +438,7 @@ class TeamConsumer:
         self._opened = True
 
     async def _fill(self) -> None:
+        """Fill the empty buffer: claim idle entries when due, otherwise read new ones."""
         if not self._opened:
             await self._open()
         now = asyncio.get_running_loop().time()
@@ -440,17 +473,27 @@ class TeamConsumer:
                 self._opened = False
                 return
             raise translate(exc) from exc
-        read_at = asyncio.get_running_loop().time()
+        # Redis delivered them just before replying (a blocking read may have
+        # waited long before that).
+        self._fresh_at = asyncio.get_running_loop().time()
         for _key, entries in reply or []:
             for entry_id, fields in entries:
                 if fields is None:
                     continue  # deleted: nothing to deliver
-                self._buffer.append(_Entry(entry_id, _fields(fields), 1, read_at))
+                self._buffer.append(_Entry(entry_id, _fields(fields), 1))
 
-    async def _claim(self) -> None:
-        config = self._layer.config
+    async def _housekeep(self, count: int) -> Any:
+        """Run TEAM_CLAIM: queued acks, then the buffer's refresh, then claim ``count``.
+
+        The queued acknowledgements go first so that an entry handled just
+        now is not claimed again (the ack task would send them after this
+        call); the ack task still sends them, and a second XACK is a no-op.
+        Returns the script's reply, or ``None`` when the stream or group is
+        gone (the stream is opened again on the next read).
+        """
+        acks = self._acks[:ACK_CHUNK]
         try:
-            cursor, claimed, dead, gone = await self._batcher().script(
+            return await self._batcher().script(
                 TEAM_CLAIM,
                 [self._key, self._dead_key],
                 [
@@ -458,22 +501,50 @@ class TeamConsumer:
                     self.consumer,
                     self.claim_idle_ms,
                     self._cursor,
-                    self.batch,
+                    count,
                     self.max_deliveries,
                     *self._dead_args,
-                    config.expiry_ms,
+                    self._layer.config.expiry_ms,
+                    len(acks),
+                    *acks,
+                    *(entry.entry_id for entry in self._buffer),
                 ],
             )
         except StreamsLayerError as exc:
             if stream_gone(exc):
                 self._opened = False
-                return
+                self._buffer.clear()
+                return None
             raise
+
+    async def _refresh(self) -> None:
+        """Reset the idle time of the buffered entries; drop those a teammate claimed."""
+        sent_at = asyncio.get_running_loop().time()
+        reply = await self._housekeep(0)
+        if reply is None:
+            return
+        held = set(reply[4])
+        before = len(self._buffer)
+        self._buffer = deque(entry for entry in self._buffer if entry.entry_id in held)
+        self._fresh_at = sent_at
+        if len(self._buffer) < before:
+            logger.info(
+                "%r: %d buffered entries were claimed by teammates or deleted",
+                self,
+                before - len(self._buffer),
+            )
+
+    async def _claim(self) -> None:
+        sent_at = asyncio.get_running_loop().time()
+        reply = await self._housekeep(self.batch)
+        if reply is None:
+            return
+        cursor, claimed, dead, gone, _held = reply
         self._cursor = _text(cursor)
-        read_at = asyncio.get_running_loop().time()
+        self._fresh_at = sent_at
         for i in range(0, len(claimed) - CLAIMED_FIELDS + 1, CLAIMED_FIELDS):
             entry_id, fields, deliveries = claimed[i : i + CLAIMED_FIELDS]
-            self._buffer.append(_Entry(entry_id, _fields(fields), int(deliveries), read_at))
+            self._buffer.append(_Entry(entry_id, _fields(fields), int(deliveries)))
         count = len(claimed) // CLAIMED_FIELDS
         if count:
             logger.info("%r: claimed %d idle entries", self, count)
@@ -556,7 +627,15 @@ class TeamConsumer:
 async def list_dead_letters(
     layer: RedisStreamsChannelLayer, channel: str, *, limit: int = 100
 ) -> list[DeadLetter]:
-    """The oldest ``limit`` dead letters of ``channel`` (every team), oldest first."""
+    """The oldest ``limit`` dead letters of ``channel`` (every team), oldest first.
+
+    Entries the layer did not write (a field that is not a number or not
+    UTF-8) are skipped with a warning. Raises
+    :class:`~streams_layer.exceptions.RedisCommandError` when Redis refuses
+    the read (a key of another type, a missing ACL permission) and
+    :class:`~streams_layer.exceptions.LayerConnectionError` when it is
+    unreachable.
+    """
     layer.require_valid_channel_name(channel)
     if (
         isinstance(limit, bool)
@@ -565,31 +644,42 @@ async def list_dead_letters(
     ):
         raise ValueError(f"limit must be an int from 1 to {MAX_DEAD_LETTER_LIMIT}, got {limit!r}")
     client = layer._state().shards.client(channel)
+    key = layer.keys.dead(channel)
     try:
-        entries: Any = await client.xrange(layer.keys.dead(channel), count=limit)
-    except NETWORK_ERRORS as exc:
+        entries: Any = await client.xrange(key, count=limit)
+    except (ResponseError, *NETWORK_ERRORS) as exc:
         raise translate(exc) from exc
-    return [_dead_letter_from(layer, entry_id, fields) for entry_id, fields in entries]
+    letters = []
+    for entry_id, fields in entries:
+        try:
+            letters.append(_dead_letter_from(layer, entry_id, fields))
+        except MalformedEntryError as exc:
+            logger.warning("dead letters %s: skipping entry %r: %s", key, entry_id, exc)
+    return letters
 
 
 def _dead_letter_from(
     layer: RedisStreamsChannelLayer, entry_id: bytes, fields: dict[bytes, bytes]
 ) -> DeadLetter:
+    """One dead letter; raises :class:`MalformedEntryError` for an entry the layer did not write."""
     try:
         message: Message | None = layer.codec.decode(fields.get(b"m", b""))
     except MalformedEntryError:
         # Undecodable, or encrypted longer ago than expiry (Fernet's TTL).
         message = None
-    return DeadLetter(
-        id=entry_id.decode(),
-        original_id=_text(fields.get(b"id", b"")),
-        team=_text(fields.get(b"team", b"")),
-        consumer=_text(fields.get(b"consumer", b"")),
-        deliveries=int(fields.get(b"deliveries", b"0")),
-        reason=_text(fields.get(b"reason", b"")),
-        dead_at_ms=entry_ms(entry_id),
-        message=message,
-    )
+    try:
+        return DeadLetter(
+            id=entry_id.decode(),
+            original_id=_text(fields.get(b"id", b"")),
+            team=_text(fields.get(b"team", b"")),
+            consumer=_text(fields.get(b"consumer", b"")),
+            deliveries=int(fields.get(b"deliveries", b"0")),
+            reason=_text(fields.get(b"reason", b"")),
+            dead_at_ms=entry_ms(entry_id),
+            message=message,
+        )
+    except ValueError as exc:  # int() of a non-number, or bytes that are not UTF-8
+        raise MalformedEntryError(f"malformed dead letter: {exc}") from exc
 
 
 async def replay_dead_letter(

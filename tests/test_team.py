@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio
 
 from streams_layer import RedisStreamsChannelLayer
+from streams_layer.exceptions import RedisCommandError
 from streams_layer.keys import KeySpace
 from streams_layer.team import Delivery, TeamConsumer
 from tests.layer_helpers import LayerFactory, numbered
@@ -251,6 +252,159 @@ async def test_a_member_that_keeps_dying_sends_the_message_to_the_dead_letters(
     [letter] = await layer.dead_letters("poison")
     assert letter.deliveries == 3
     assert letter.reason == "delivered 3 times without acknowledgement"
+
+
+async def test_a_slow_member_handles_its_buffered_entries_once_and_dead_letters_none(
+    layers: LayerFactory, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    layer = new_layer(layers)
+    await send_numbered(layer, "slow", 8)
+    handled: list[tuple[int, int]] = []
+    async with layer.consume(
+        "slow", team="t", consumer="c", batch=8, claim_idle_ms=CLAIM_IDLE_MS, max_deliveries=1
+    ) as team:
+
+        async def work() -> None:
+            async for delivery in team:
+                async with delivery:
+                    # Well under claim_idle_ms; the last entry waits 420 ms in the buffer.
+                    await asyncio.sleep(0.06)
+                    handled.append((delivery.message["n"], delivery.deliveries))
+
+        runner = asyncio.create_task(work())
+
+        async def settled() -> bool:
+            return len(handled) + await redis_client.xlen(KeySpace(prefix).dead("slow")) >= 8
+
+        await wait_for(settled)
+        await asyncio.sleep(2 * CLAIM_IDLE_MS / 1000)  # room for claims that should not come
+        team.stop()
+        await asyncio.wait_for(runner, WAIT_S)
+    assert handled == [(n, 1) for n in range(8)]
+    assert await layer.dead_letters("slow") == []
+
+
+async def test_a_teammate_does_not_claim_what_a_slow_live_member_has_buffered(
+    layers: LayerFactory,
+) -> None:
+    layer = new_layer(layers)
+    await send_numbered(layer, "buffered", 6)
+    handled: list[tuple[int, int]] = []
+    async with layer.consume(
+        "buffered", team="t", consumer="slow", batch=6, claim_idle_ms=CLAIM_IDLE_MS
+    ) as slow:
+        [delivery] = await take(slow, 1)  # all six are read: five wait in its buffer
+        async with layer.consume(
+            "buffered", team="t", consumer="idle", claim_idle_ms=CLAIM_IDLE_MS
+        ) as idle:
+            stolen = asyncio.create_task(idle.__anext__())  # claims every 100 ms
+            while True:
+                await asyncio.sleep(0.06)  # the last waits 300 ms in the buffer
+                handled.append((delivery.message["n"], delivery.deliveries))
+                await delivery.ack()
+                if len(handled) == 6:
+                    break
+                [delivery] = await take(slow, 1)
+            await asyncio.sleep(CLAIM_IDLE_MS / 1000)
+            assert not stolen.done()
+            stolen.cancel()
+            await asyncio.gather(stolen, return_exceptions=True)
+    assert handled == [(n, 1) for n in range(6)]
+
+
+async def test_an_acknowledgement_reaches_redis_before_the_members_next_claim(
+    layers: LayerFactory,
+) -> None:
+    layer = new_layer(layers)
+    await send_numbered(layer, "acked", 2)
+    async with layer.consume("acked", team="t", consumer="c", batch=2, claim_idle_ms=600) as team:
+        first = await team.__anext__()
+        await asyncio.sleep(0.03)
+        await first.ack()
+        # Handed out 30 ms after its read (too soon for a refresh) and handled
+        # for 590 ms: under claim_idle_ms, but idle longer when acknowledged.
+        second = await team.__anext__()
+        await asyncio.sleep(0.59)
+        await second.ack()
+        # In this same task, the next read runs the (due) claim at once,
+        # before the ack task has even started.
+        asyncio.get_running_loop().call_later(0.3, team.stop)
+        again = [delivery.id async for delivery in team]
+    assert again == []
+
+
+async def test_entries_a_dead_member_read_but_never_handed_out_are_claimed_by_a_teammate(
+    layers: LayerFactory,
+) -> None:
+    layer = new_layer(layers)
+    await send_numbered(layer, "orphans", 4)
+    doomed = layer.consume(
+        "orphans", team="t", consumer="doomed", batch=4, claim_idle_ms=CLAIM_IDLE_MS
+    )
+    await doomed.__aenter__()
+    await take(doomed, 1)  # dies with three entries in its buffer, never refreshed again
+    async with layer.consume(
+        "orphans", team="t", consumer="rescuer", claim_idle_ms=CLAIM_IDLE_MS
+    ) as rescuer:
+        claimed = await take(rescuer, 4)
+        assert sorted((d.message["n"], d.deliveries) for d in claimed) == [(n, 2) for n in range(4)]
+        for delivery in claimed:
+            await delivery.ack()
+
+
+async def test_a_member_that_paused_leaves_buffered_entries_a_teammate_claimed(
+    layers: LayerFactory, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    layer = new_layer(layers)
+    key = KeySpace(prefix).channel("paused")
+    await send_numbered(layer, "paused", 3)
+    async with layer.consume(
+        "paused", team="t", consumer="pauser", batch=3, claim_idle_ms=CLAIM_IDLE_MS
+    ) as pauser:
+        [first] = await take(pauser, 1)
+        await first.ack()
+        # The pauser stops iterating for longer than claim_idle_ms.
+        async with layer.consume(
+            "paused", team="t", consumer="other", claim_idle_ms=CLAIM_IDLE_MS
+        ) as other:
+            claimed = await take(other, 2)
+            assert [(d.message["n"], d.deliveries) for d in claimed] == [(1, 2), (2, 2)]
+            # Back, it neither hands them out again nor takes them back.
+            asyncio.get_running_loop().call_later(0.1, pauser.stop)
+            again = [delivery.id async for delivery in pauser]
+            assert again == []
+            consumers = await redis_client.xinfo_consumers(key, "t")
+            assert {c["name"]: c["pending"] for c in consumers} == {b"pauser": 0, b"other": 2}
+            for delivery in claimed:
+                await delivery.ack()
+
+
+async def test_dead_letters_raise_a_typed_error_for_a_key_of_another_type(
+    layers: LayerFactory, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    layer = new_layer(layers)
+    await redis_client.set(KeySpace(prefix).dead("garbage"), "not a stream")
+    with pytest.raises(RedisCommandError, match="WRONGTYPE"):
+        await layer.dead_letters("garbage")
+
+
+async def test_dead_letters_skip_entries_the_layer_did_not_write(
+    layers: LayerFactory, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    layer = new_layer(layers)
+    key = KeySpace(prefix).dead("garbage")
+    await redis_client.xadd(key, {"m": "x", "deliveries": "many"})
+    await redis_client.xadd(key, {"m": "x", "team": b"\xff"})
+    kept = await redis_client.xadd(
+        key, {"id": "1-0", "team": "t", "consumer": "c", "deliveries": "2", "reason": "r"}
+    )
+    [letter] = await layer.dead_letters("garbage")
+    assert (letter.id.encode(), letter.team, letter.deliveries, letter.message) == (
+        kept,
+        "t",
+        2,
+        None,
+    )
 
 
 async def test_pending_entries_deleted_from_the_stream_leave_the_pending_list(

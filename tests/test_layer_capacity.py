@@ -10,9 +10,11 @@ from typing import Any
 
 import channels.exceptions
 import pytest
+import redis.asyncio
 
 import streams_layer
 from streams_layer.exceptions import ChannelFull, StreamsLayerError
+from streams_layer.keys import KeySpace
 from tests.layer_helpers import LayerFactory, numbered, receive_within, receives_nothing
 
 CAPACITY_RETURN_S = 1.0
@@ -75,6 +77,45 @@ async def test_capacity_frees_up_after_receive(make_layer: LayerFactory, kind: s
     with pytest.raises(channels.exceptions.ChannelFull):
         await layer.send(channel, {"type": "x", "n": 4})
     assert [(await receive_within(layer, channel))["n"] for _ in range(2)] == [1, 3]
+
+
+async def test_normal_channel_room_of_messages_that_expired_unread_comes_back(
+    make_layer: LayerFactory,
+) -> None:
+    """Redis's lag of a team still counts entries trimmed before the team read
+    them, and XLEN counts delivered entries kept while pending: neither is queued."""
+    layer = make_layer(capacity=3, expiry=1)
+    channel = "expired.normal"
+    await layer.send(channel, {"type": "x", "n": 0})
+    assert (await receive_within(layer, channel))["n"] == 0  # the default team reads
+    await _fill(layer, channel, 3)
+    await asyncio.sleep(1.3)  # the three expire unread
+    await layer.send(channel, {"type": "x", "n": 10})  # trims them
+    assert (await receive_within(layer, channel))["n"] == 10  # pending until the next read
+    for n in (11, 12, 13):
+        await layer.send(channel, {"type": "x", "n": n})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "x", "n": 14})
+    assert [(await receive_within(layer, channel))["n"] for _ in range(3)] == [11, 12, 13]
+
+
+async def test_normal_channel_counts_neither_expired_nor_pending_entries_of_a_team(
+    make_layer: LayerFactory, redis_client: redis.asyncio.Redis, prefix: str
+) -> None:
+    """A team that read everything has nothing queued, however many entries it
+    holds pending and however many expired before it could read them."""
+    layer = make_layer(capacity=3)
+    channel, key = "gone.normal", KeySpace(prefix).channel("gone.normal")
+    await redis_client.xgroup_create(key, "t", id="0", mkstream=True)
+    for seq in range(4):  # entries of 1970, long expired
+        await redis_client.xadd(key, {"m": b"old"}, id=f"1-{seq + 1}")
+    await redis_client.xreadgroup("t", "gone", {key: ">"}, count=1)  # three trimmed unread
+    for n in range(9):
+        await layer.send(channel, {"type": "x", "n": n})
+        await redis_client.xreadgroup("t", "gone", {key: ">"})  # never acknowledged
+    await _fill(layer, channel, 3)
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "x", "n": 99})
 
 
 async def test_capacity_is_counted_per_process_specific_channel(make_layer: LayerFactory) -> None:

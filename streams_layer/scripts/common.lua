@@ -112,14 +112,34 @@ local function trim_channel(stream, limit_ms, groups)
 end
 
 -- Messages waiting in a channel stream for its slowest team (all of them
--- while no team exists).
-local function queued_in_channel(stream, groups)
+-- while no team exists); at least ``limit`` exactly when that many wait (a
+-- smaller result may be an upper bound). A team's waiting messages are the
+-- entries after its last-delivered id, not the ones it holds pending.
+-- XINFO's lag and XLEN only bound them: Redis does not lower lag (entries
+-- added - entries read) when XTRIM removes entries a team never read, so
+-- after an expiry it stays high for good, and XLEN counts pending entries.
+-- A team whose bound reaches ``limit`` has its entries counted with one
+-- XRANGE on the shorter side of its last-delivered id: at most ``limit``
+-- entries after it, or at most XLEN - limit + 1 up to it (a channel kept
+-- full by a slow reader: about one entry per rejected send).
+local function queued_in_channel(stream, groups, limit)
   local length = redis.call('XLEN', stream)
   local worst = nil
   for _, g in ipairs(groups or groups_of(stream)) do
-    local lag = g.lag and tonumber(g.lag) or length
-    if worst == nil or lag > worst then worst = lag end
+    local queued = g.lag and math.min(tonumber(g.lag), length) or length
+    if queued >= limit then
+      local spare = length - limit  -- delivered entries that leave it full
+      if spare < limit then
+        local delivered = redis.call('XRANGE', stream, '-', g.last,
+                                     'COUNT', spare + 1)
+        queued = length - #delivered
+      else
+        queued = #redis.call('XRANGE', stream, '(' .. g.last, '+',
+                             'COUNT', limit)
+      end
+    end
+    if worst == nil or queued > worst then worst = queued end
+    if worst >= limit then return worst end
   end
-  if worst == nil or worst > length then return length end
-  return worst
+  return worst or length
 end

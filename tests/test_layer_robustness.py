@@ -178,7 +178,7 @@ def test_an_entry_an_interrupted_read_left_pending_goes_to_the_next_loop(
             consumer = layer._state().channels.consumer
             client = redis.asyncio.Redis.from_url(redis_url)
             try:  # ...just as Redis handed it this entry
-                taken = await client.xreadgroup(
+                taken: Any = await client.xreadgroup(
                     layer.config.team, consumer, {layer.keys.channel(channel): ">"}, count=1
                 )
             finally:
@@ -213,7 +213,7 @@ def test_an_inbox_entry_handed_to_a_read_cancelled_with_its_loop_reaches_the_nex
             await layer.send(channel, {"type": "x", "n": 1})
             client = redis.asyncio.Redis.from_url(redis_url)
             try:
-                taken = await client.xreadgroup(
+                taken: Any = await client.xreadgroup(
                     READER_GROUP,
                     READER_CONSUMER,
                     {layer.keys.inbox(layer.client_id): ">"},

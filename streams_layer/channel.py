@@ -47,6 +47,8 @@ from .serializers import Message, MessageCodec
 logger = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+# Channels remembered as opened (stream and default team exist), per event loop.
+OPENED_KEPT = 4096
 
 
 @dataclass
@@ -118,7 +120,8 @@ class ChannelReceiver:
         self._names = names
         self._consumer, owed = names.take()
         self._clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
+        # channel -> (its lock, receives waiting for or holding it)
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._unacked = owed.unacked
         self._resume = owed.resume
         self._opened: set[str] = set()
@@ -169,24 +172,38 @@ class ChannelReceiver:
 
     async def receive(self, channel: str) -> Message:
         """The next fresh message of ``channel`` for the default team."""
-        lock = self._locks.setdefault(channel, asyncio.Lock())
-        async with lock:
+        # A lock per channel while anyone receives from it: a process that
+        # receives from ever new channel names keeps nothing per name.
+        lock, users = self._locks.get(channel) or (asyncio.Lock(), 0)
+        self._locks[channel] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._receive_in_turn(channel)
+        finally:
+            lock, users = self._locks[channel]
+            if users > 1:
+                self._locks[channel] = (lock, users - 1)
+            else:
+                del self._locks[channel]
+
+    async def _receive_in_turn(self, channel: str) -> Message:
+        """One receive: the caller holds the channel's lock."""
+        delay = RECONNECT_MIN_S
+        while True:
+            try:
+                entry = await self._read_one(channel)
+            except (*NETWORK_ERRORS, StreamsLayerError) as exc:
+                raise_if_cancelling()
+                logger.warning("channel %s: read failed (%s); retrying", channel, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
             delay = RECONNECT_MIN_S
-            while True:
-                try:
-                    entry = await self._read_one(channel)
-                except (*NETWORK_ERRORS, StreamsLayerError) as exc:
-                    raise_if_cancelling()
-                    logger.warning("channel %s: read failed (%s); retrying", channel, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX_S)
-                    continue
-                delay = RECONNECT_MIN_S
-                if entry is None:
-                    continue
-                message = self._decode(channel, entry)
-                if message is not None:
-                    return message
+            if entry is None:
+                continue
+            message = self._decode(channel, entry)
+            if message is not None:
+                return message
 
     def _decode(self, channel: str, entry: Entry) -> Message | None:
         entry_id, fields = entry
@@ -212,6 +229,8 @@ class ChannelReceiver:
             batcher = self._shards.batcher(channel)
             server_ms = await batcher.script(STREAM_OPEN, [key], [team, self._config.key_ttl_s])
             self._clock.observe(int(server_ms))
+            if len(self._opened) >= OPENED_KEPT:
+                self._opened.clear()  # opening again is one script call
             self._opened.add(channel)
         acks = self._unacked.pop(channel, [])
         resuming = channel in self._resume

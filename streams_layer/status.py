@@ -150,7 +150,10 @@ async def collect_status(clients: Sequence[Client], keys: KeySpace) -> LayerStat
         for client in clients:
             now_ms = await _server_ms(client)
             async for key in scan_keys(client, keys.match_all):
-                status = await _key_status(client, keys, _text(key), now_ms)
+                try:
+                    status = await _key_status(client, keys, _text(key), now_ms)
+                except ResponseError:
+                    continue  # it changed type while we read it: not one of ours now
                 if status is not None:
                     found.append(status)
     except NETWORK_ERRORS as exc:
@@ -203,7 +206,10 @@ async def _stream_status(  # noqa: PLR0913 - one key's facts
         groups = []  # the key vanished after TYPE
     for group in groups:
         team = _text(group["name"])
-        consumers = await client.xinfo_consumers(key, team)
+        try:
+            consumers = await client.xinfo_consumers(key, team)
+        except ResponseError:
+            continue  # the team (or the key) vanished after XINFO GROUPS
         teams.append(
             TeamStatus(
                 name=team,

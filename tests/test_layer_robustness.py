@@ -312,6 +312,23 @@ async def test_a_receive_cancelled_right_after_its_hand_off_loses_nothing(
     assert await receive_within(layer, channel) == {"type": "x", "n": 1}
 
 
+async def test_receiving_from_many_normal_channels_keeps_no_lock_per_name(
+    make_layer: LayerFactory,
+) -> None:
+    layer = make_layer()
+    for n in range(50):
+        await layer.send(f"names.{n}", {"type": "x", "n": n})
+        assert (await receive_within(layer, f"names.{n}"))["n"] == n
+    waiting = [asyncio.ensure_future(layer.receive("names.shared")) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    receiver = layer._state().channels
+    assert set(receiver._locks) == {"names.shared"}
+    waiting[0].cancel()
+    await layer.send("names.shared", {"type": "x", "n": "shared"})
+    assert (await asyncio.wait_for(waiting[1], 5))["n"] == "shared"
+    assert receiver._locks == {}
+
+
 async def test_wait_for_timeouts_on_receive_lose_nothing(make_layer: LayerFactory) -> None:
     layer = make_layer()
     channel = await layer.new_channel()

@@ -244,7 +244,9 @@ class ChannelReceiver:
             read += ("BLOCK", self._config.block_ms)
         commands.append((*read, "STREAMS", key, "0" if resuming else ">"))
         try:
-            replies = await self._shards.connections(channel).run(commands)
+            replies = await self._shards.connections(channel).run(
+                commands, blocking_s=0.0 if resuming else self._config.block_ms / 1000
+            )
         except BaseException:
             self._unacked[channel] = acks + self._unacked.get(channel, [])
             raise

@@ -35,7 +35,7 @@ try:  # redis-py 7 and newer
 except ImportError:  # pragma: no cover - older redis-py has no such setting
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
-from .config import CLOSE_DRAIN_S, DEFAULT_SOCKET_TIMEOUT_S, KEPT_CONNECTIONS_MAX
+from .config import BLOCK_LATE_S, CLOSE_DRAIN_S, DEFAULT_SOCKET_TIMEOUT_S, KEPT_CONNECTIONS_MAX
 from .exceptions import LayerConnectionError, RedisCommandError
 from .scripts import BY_SHA, Script
 
@@ -298,14 +298,21 @@ class KeptConnections:
         self._client = client
         self._idle: list[Any] = []
 
-    async def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one round trip; their replies, error replies as exceptions."""
+    async def run(
+        self, commands: Sequence[tuple[Any, ...]], *, blocking_s: float = 0.0
+    ) -> list[Any]:
+        """Send ``commands`` in one round trip; their replies, error replies as exceptions.
+
+        ``blocking_s``: how long a blocking read among them may wait on the
+        server, added to the socket timeout (a ``socket_timeout`` below
+        ``block_ms`` would otherwise end every idle read with a timeout).
+        """
         if isinstance(self._client, RedisCluster):
             return await _run_on_cluster(self._client, commands)
         pool: Any = self._client.connection_pool
         conn = self._idle.pop() if self._idle else await pool.get_connection()
         try:
-            results = await exchange(conn, commands)
+            results = await exchange(conn, commands, blocking_s=blocking_s)
         except GeneratorExit:
             raise  # see exchange()
         except BaseException:
@@ -327,7 +334,9 @@ class KeptConnections:
             await pool.release(conn)
 
 
-async def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def exchange(
+    conn: Any, commands: Sequence[tuple[Any, ...]], *, blocking_s: float = 0.0
+) -> list[Any]:
     """Write ``commands`` in one go on ``conn`` and read their raw replies.
 
     The layer's commands (scripts, stream reads, ZREM) need none of the reply
@@ -362,7 +371,7 @@ async def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
             writer.writelines(packed)
         else:
             await conn.send_packed_command(packed, check_health=False)
-        results = await _read_replies(conn, len(commands))
+        results = await _read_replies(conn, len(commands), blocking_s)
     except GeneratorExit:
         raise  # closed by the garbage collector with its loop gone: nothing to await
     except BaseException:
@@ -371,8 +380,10 @@ async def exchange(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     return results
 
 
-async def _read_replies(conn: Any, count: int) -> list[Any]:
+async def _read_replies(conn: Any, count: int, blocking_s: float = 0.0) -> list[Any]:
     """``count`` replies from ``conn``, error replies as exception values.
+
+    They may take the socket timeout plus ``blocking_s``.
 
     Reads through the connection's parser under one socket timeout for the
     whole batch: redis-py's ``read_response`` enters a timeout context and
@@ -381,16 +392,20 @@ async def _read_replies(conn: Any, count: int) -> list[Any]:
     the parser is not where redis-py keeps it.
     """
     results: list[Any] = []
+    timeout_s = conn.socket_timeout
+    if timeout_s is not None and blocking_s:
+        # Redis ends a blocking read on its cron tick: up to 1 / hz late.
+        timeout_s += blocking_s + BLOCK_LATE_S
     parser = getattr(conn, "_parser", None)
     if parser is None or not hasattr(parser, "read_response"):
         for _ in range(count):
             try:
-                results.append(await conn.read_response())
+                results.append(await conn.read_response(timeout=timeout_s))
             except ResponseError as exc:
                 results.append(exc)
         return results
     try:
-        async with asyncio.timeout(conn.socket_timeout):
+        async with asyncio.timeout(timeout_s):
             for _ in range(count):
                 results.append(await parser.read_response())
     except TimeoutError:
@@ -455,6 +470,16 @@ def _as_eval(args: tuple[Any, ...]) -> tuple[Any, ...]:
     if args and args[0] == "EVALSHA":
         return ("EVAL", BY_SHA[args[1]].source, *args[2:])
     return args
+
+
+def socket_timeout_of(client: Client) -> float | None:
+    """The socket timeout ``client``'s connections read with (None: none)."""
+    if isinstance(client, RedisCluster):
+        kwargs: Any = client.nodes_manager.connection_kwargs
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+    timeout = kwargs.get("socket_timeout")
+    return float(timeout) if timeout is not None else None
 
 
 class ServerClock:

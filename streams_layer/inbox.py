@@ -296,7 +296,7 @@ class InboxReader:
         options = ("COUNT", self._config.read_count, "BLOCK", self._config.block_ms, "NOACK")
         commands.append(("XREADGROUP", *group, *options, "STREAMS", self._key, ">"))
         try:
-            replies = await self._connections.run(commands)
+            replies = await self._connections.run(commands, blocking_s=self._config.block_ms / 1000)
         except BaseException:
             # Cancelled or failed with the read in flight: Redis may have
             # handed it entries that never reached us.

@@ -358,6 +358,38 @@ async def test_receive_idle_longer_than_socket_timeout_still_gets_next_message(
     assert (await asyncio.wait_for(waiting, 3))["n"] == "after idle"
 
 
+async def test_blocking_reads_longer_than_the_socket_timeout_are_not_timeouts(
+    make_layer: LayerFactory, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """block_ms 1000 with socket_timeout 0.3: idle reads end by the server's
+    block, not by a client timeout and a reconnect."""
+    caplog.set_level(logging.WARNING, logger="streams_layer")
+    hosts = [{"address": redis_url, "socket_timeout": 0.3}]
+    owner, sender = make_layer(hosts=hosts, block_ms=1000), make_layer(hosts=hosts)
+    channel = await owner.new_channel()
+    await sender.send("timeout.team", {"type": "x", "n": 0})
+    async with owner.consume("timeout.team", team="t", claim_idle_ms=5000) as team:
+        async with asyncio.timeout(5):
+            async for delivery in team:
+                async with delivery:
+                    assert delivery.message["n"] == 0
+                break
+        waiting = [
+            asyncio.ensure_future(owner.receive(channel)),
+            asyncio.ensure_future(owner.receive("timeout.normal")),
+            asyncio.ensure_future(team.__anext__()),
+        ]
+        await asyncio.sleep(2.5)
+        assert not any(w.done() for w in waiting)
+        await sender.send(channel, {"type": "x", "n": 1})
+        await sender.send("timeout.normal", {"type": "x", "n": 2})
+        await sender.send("timeout.team", {"type": "x", "n": 3})
+        got = await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    assert [got[0]["n"], got[1]["n"], got[2].message["n"]] == [1, 2, 3]
+    await got[2].ack()
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 # -- Redis restart ------------------------------------------------------------------------
 
 

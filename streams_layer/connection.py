@@ -22,7 +22,7 @@ from channels_redis.utils import create_pool
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 try:  # hiredis is a dependency (redis[hiredis]), but redis-py works without it
@@ -377,6 +377,10 @@ async def exchange(
     except BaseException:
         await conn.disconnect()
         raise
+    if any(isinstance(result, ReadOnlyError) for result in results):
+        # A master demoted to a replica (the connection stays up): open it
+        # again, which makes a Sentinel connection ask for the new master.
+        await conn.disconnect()
     return results
 
 

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import redis.asyncio
 
 from devtools.redis_servers import RedisServer
 from streams_layer.connection import CommandBatcher, exchange, make_client, stream_entries
+from streams_layer.exceptions import RedisCommandError
 
 
 async def test_exchange_returns_raw_replies_and_error_replies_in_order(
@@ -101,3 +103,24 @@ def test_a_round_trip_left_behind_by_a_closed_loop_is_collected_quietly(
     )
     assert child.returncode == 0, child.stderr
     assert "Exception ignored" not in child.stderr, child.stderr
+
+
+async def test_a_connection_that_meets_readonly_is_opened_again(own_redis: RedisServer) -> None:
+    """A master demoted to a replica answers writes with READONLY while the
+    connection stays up; opening it again is what makes a Sentinel
+    connection ask the sentinels for the new master (as redis-py does)."""
+    client = make_client({"address": own_redis.url})
+    admin = redis.asyncio.Redis.from_url(own_redis.url)
+    batcher = CommandBatcher(client)
+    try:
+        with RedisServer() as new_master:
+            first_id = await batcher.call("CLIENT", "ID")
+            await admin.replicaof(new_master.host, new_master.port)
+            with pytest.raises(RedisCommandError, match="read only replica"):
+                await batcher.call("SET", "k", "v")
+            assert await batcher.call("CLIENT", "ID") != first_id
+            await admin.replicaof("NO", "ONE")
+            assert await batcher.call("SET", "k", "v") in (True, b"OK")
+    finally:
+        await admin.aclose()
+        await client.aclose()

@@ -239,14 +239,14 @@ class ChannelReceiver:
         commands: list[tuple[Any, ...]] = []
         if acks:
             commands.append(("EVALSHA", CHAN_ACK.sha, 1, key, team, self._config.expiry_ms, *acks))
+        connections = self._shards.connections(channel)
+        block_ms = 0 if resuming else connections.block_ms(self._config.block_ms)
         read: tuple[Any, ...] = ("XREADGROUP", "GROUP", team, self._consumer, "COUNT", 1)
         if not resuming:
-            read += ("BLOCK", self._config.block_ms)
+            read += ("BLOCK", block_ms)
         commands.append((*read, "STREAMS", key, "0" if resuming else ">"))
         try:
-            replies = await self._shards.connections(channel).run(
-                commands, blocking_s=0.0 if resuming else self._config.block_ms / 1000
-            )
+            replies = await connections.run(commands, blocking_s=block_ms / 1000)
         except BaseException:
             self._unacked[channel] = acks + self._unacked.get(channel, [])
             raise

@@ -47,6 +47,9 @@ DEFAULT_SOCKET_TIMEOUT_S = 10.0
 # How late Redis may end a blocking read: timeouts are checked on its cron
 # tick (hz 10: every 100 ms; measured: BLOCK 240 returned after 0.30 s).
 BLOCK_LATE_S = 0.25
+# A blocking read whose reply redis-py reads blocks at most this share of the
+# socket timeout (connection.capped_block_ms).
+BLOCK_TIMEOUT_SHARE = 0.5
 # Entries read by one XREADGROUP on an inbox.
 DEFAULT_READ_COUNT = 512
 # Keys live this much longer than the messages they hold, so that a TTL never

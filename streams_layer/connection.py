@@ -35,7 +35,13 @@ try:  # redis-py 7 and newer
 except ImportError:  # pragma: no cover - older redis-py has no such setting
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
-from .config import BLOCK_LATE_S, CLOSE_DRAIN_S, DEFAULT_SOCKET_TIMEOUT_S, KEPT_CONNECTIONS_MAX
+from .config import (
+    BLOCK_LATE_S,
+    BLOCK_TIMEOUT_SHARE,
+    CLOSE_DRAIN_S,
+    DEFAULT_SOCKET_TIMEOUT_S,
+    KEPT_CONNECTIONS_MAX,
+)
 from .exceptions import LayerConnectionError, RedisCommandError
 from .scripts import BY_SHA, Script
 
@@ -298,6 +304,14 @@ class KeptConnections:
         self._client = client
         self._idle: list[Any] = []
 
+    def block_ms(self, block_ms: int) -> int:
+        """How long a blocking read sent through :meth:`run` may block: as
+        asked, since :meth:`run` allows for it (``blocking_s``), except on a
+        cluster client, whose replies redis-py reads (:func:`capped_block_ms`)."""
+        if isinstance(self._client, RedisCluster):
+            return capped_block_ms(self._client, block_ms)
+        return block_ms
+
     async def run(
         self, commands: Sequence[tuple[Any, ...]], *, blocking_s: float = 0.0
     ) -> list[Any]:
@@ -476,14 +490,19 @@ def _as_eval(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return args
 
 
-def socket_timeout_of(client: Client) -> float | None:
-    """The socket timeout ``client``'s connections read with (None: none)."""
+def capped_block_ms(client: Client, block_ms: int) -> int:
+    """``block_ms`` for a blocking read that redis-py reads (a cluster
+    client's, a team's): at most half the socket timeout, within which
+    redis-py wants the reply (a longer block would end every idle read in a
+    timeout and a reconnect; Redis also ends a block up to 1 / hz late)."""
     if isinstance(client, RedisCluster):
         kwargs: Any = client.nodes_manager.connection_kwargs
     else:
         kwargs = client.connection_pool.connection_kwargs
-    timeout = kwargs.get("socket_timeout")
-    return float(timeout) if timeout is not None else None
+    timeout_s = kwargs.get("socket_timeout")
+    if timeout_s is None:
+        return block_ms
+    return max(1, min(block_ms, int(float(timeout_s) * 1000 * BLOCK_TIMEOUT_SHARE)))
 
 
 class ServerClock:

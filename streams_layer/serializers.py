@@ -39,15 +39,19 @@ class MessageCodec:
             expiry=expiry_s,
         )
         self.max_message_bytes = max_message_bytes
-        # msgpack writes any map key but reads back only str/bytes keys, so a
-        # nested non-str key would be accepted here and dropped by the reader.
+        # Nesting is checked for the built-in formats: msgpack reads back no
+        # deeper than it writes (1,024 levels against 1,025), and json's limit
+        # moves with the Python version (5,000 levels: RecursionError on 3.11,
+        # written on 3.13). msgpack also writes any map key but reads back
+        # only str/bytes keys, so a nested non-str key would be dropped.
+        self._check_nesting = serializer_format in ("msgpack", "json")
         self._nested_keys_must_be_text = serializer_format == "msgpack"
 
     def encode(self, message: Any) -> bytes:
         """Validate and serialize ``message``.
 
         Raises :class:`InvalidMessageError` for a non-dict, a reserved key, an
-        unserializable value or (msgpack) nesting deeper than
+        unserializable value or (msgpack, json) nesting deeper than
         ``MAX_MESSAGE_DEPTH``, :class:`MessageTooLarge` over the size limit.
         """
         if not isinstance(message, dict):
@@ -55,8 +59,8 @@ class MessageCodec:
         for key, value in message.items():
             if not isinstance(key, str):
                 raise InvalidMessageError(f"message keys must be str, got {key!r}")
-            if self._nested_keys_must_be_text and isinstance(value, (dict, list, tuple)):
-                _check_nested(value)
+            if self._check_nesting and isinstance(value, (dict, list, tuple)):
+                _check_nested(value, text_keys=self._nested_keys_must_be_text)
         if RESERVED_KEY in message:
             raise InvalidMessageError(f"message key {RESERVED_KEY!r} is reserved")
         try:
@@ -81,13 +85,13 @@ class MessageCodec:
         return message
 
 
-def _check_nested(value: Any) -> None:
-    """Raise InvalidMessageError for what msgpack cannot write or read back below ``value``.
+def _check_nested(value: Any, *, text_keys: bool) -> None:
+    """Raise InvalidMessageError for what cannot be written or read back below ``value``.
 
-    That is a dict key that is not str or bytes, or containers nested more
-    than ``MAX_MESSAGE_DEPTH`` deep, the message itself counting as one; a
-    value that contains itself is infinitely deep, so it is refused too
-    rather than walked forever.
+    That is containers nested more than ``MAX_MESSAGE_DEPTH`` deep, the
+    message itself counting as one (a value that contains itself is
+    infinitely deep, so it is refused too rather than walked forever), and
+    with ``text_keys`` a dict key that is not str or bytes.
     """
     stack = [(value, 2)]  # ``value`` is a value of the message: one level down
     while stack:
@@ -98,7 +102,7 @@ def _check_nested(value: Any) -> None:
             )
         if isinstance(item, dict):
             for key, nested in item.items():
-                if not isinstance(key, (str, bytes)):
+                if text_keys and not isinstance(key, (str, bytes)):
                     raise InvalidMessageError(f"nested dict keys must be str or bytes, got {key!r}")
                 stack.append((nested, depth + 1))
         elif isinstance(item, (list, tuple)):

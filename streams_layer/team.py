@@ -66,7 +66,7 @@ from .config import (
     RECONNECT_MIN_S,
     TEAM_CLOSE_TIMEOUT_S,
 )
-from .connection import NETWORK_ERRORS, raise_if_cancelling, socket_timeout_of, translate
+from .connection import NETWORK_ERRORS, capped_block_ms, raise_if_cancelling, translate
 from .exceptions import InvalidChannelNameError, MalformedEntryError, StreamsLayerError
 from .history import parse_stream_id
 from .inbox import entry_ms, stream_gone
@@ -90,8 +90,6 @@ CLAIMED_FIELDS = 3  # id, fields, deliveries per claimed entry in TEAM_CLAIM's r
 # refreshed: a handler gets at least nine tenths of claim_idle_ms. A refresh
 # is a round trip, so a member that empties its buffer faster pays nothing.
 REFRESH_DIVISOR = 10
-# A team's blocking read waits at most this share of the socket timeout.
-READ_TIMEOUT_SHARE = 0.5
 
 
 def _text(value: Any) -> str:
@@ -453,13 +451,7 @@ class TeamConsumer:
 
     async def _read(self) -> None:
         client = self._state().shards.client(self.channel)
-        block_ms = self.block_ms
-        timeout_s = socket_timeout_of(client)
-        if timeout_s is not None:
-            # redis-py reads this reply within the socket timeout: a longer
-            # block would end every idle read in a timeout and a reconnect.
-            # Redis ends a block on its cron tick, up to 1 / hz (100 ms) late.
-            block_ms = max(1, min(block_ms, int(timeout_s * 1000 * READ_TIMEOUT_SHARE)))
+        block_ms = capped_block_ms(client, self.block_ms)
         read = asyncio.ensure_future(
             client.xreadgroup(
                 self.team, self.consumer, {self._key: ">"}, count=self.batch, block=block_ms

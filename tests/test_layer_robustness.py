@@ -175,14 +175,14 @@ def test_an_entry_an_interrupted_read_left_pending_goes_to_the_next_loop(
         async def interrupted_loop() -> None:
             assert await receives_nothing(layer, channel, 0.2)  # a read cancelled...
             await layer.send(channel, {"type": "x", "n": 1})
-            consumer = layer._state().channels.consumer
-            client = redis.asyncio.Redis.from_url(redis_url)
-            try:  # ...just as Redis handed it this entry
-                taken: Any = await client.xreadgroup(
-                    layer.config.team, consumer, {layer.keys.channel(channel): ">"}, count=1
-                )
-            finally:
-                await client.aclose()
+            state = layer._state()
+            # ...just as Redis handed it this entry
+            taken: Any = await state.shards.client(channel).xreadgroup(
+                layer.config.team,
+                state.channels.consumer,
+                {layer.keys.channel(channel): ">"},
+                count=1,
+            )
             assert len(taken[0][1]) == 1
 
         async def next_loop() -> int:
@@ -211,17 +211,17 @@ def test_an_inbox_entry_handed_to_a_read_cancelled_with_its_loop_reaches_the_nex
         async def read_lost() -> None:
             # Redis hands the next entry to that read, whose reply never arrives.
             await layer.send(channel, {"type": "x", "n": 1})
-            client = redis.asyncio.Redis.from_url(redis_url)
-            try:
-                taken: Any = await client.xreadgroup(
+            taken: Any = (
+                await layer._state()
+                .shards.client(layer.client_id)
+                .xreadgroup(
                     READER_GROUP,
                     READER_CONSUMER,
                     {layer.keys.inbox(layer.client_id): ">"},
                     count=1,
                     noack=True,
                 )
-            finally:
-                await client.aclose()
+            )
             assert len(taken[0][1]) == 1
 
         async def next_loop() -> int:

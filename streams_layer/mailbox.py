@@ -99,44 +99,35 @@ class Mailboxes:
         /tmp micro loop, min of 200).
         """
         with self._lock:
-            return self._put_group(channels, message, expires_at, capacity_of)
-
-    def _put_group(
-        self,
-        channels: list[str],
-        message: Message,
-        expires_at: float,
-        capacity_of: Callable[[str], int],
-    ) -> tuple[list[str], list[str]]:
-        given: list[str] = []
-        full: list[str] = []
-        loop = _running_loop()
-        items_of, waiters_of = self._items, self._waiters
-        for channel in channels:
-            items = items_of.get(channel)
-            if items is not None and len(items) >= capacity_of(channel):
-                full.append(channel)
-                continue
-            entry = (expires_at, dict(message) if given else message)
-            given.append(channel)
-            waiters = waiters_of.get(channel)
-            if items is None and waiters:
-                waiter = waiters[0]
-                if not waiter.done() and waiter.get_loop() is loop:
-                    if len(waiters) == 1:
-                        del waiters_of[channel]
-                    else:
-                        del waiters[0]
-                    waiter.set_result(entry)
+            given: list[str] = []
+            full: list[str] = []
+            loop = _running_loop()
+            items_of, waiters_of = self._items, self._waiters
+            for channel in channels:
+                items = items_of.get(channel)
+                if items is not None and len(items) >= capacity_of(channel):
+                    full.append(channel)
                     continue
-                self._put(channel, entry[1], expires_at)
-                continue
-            if items is None:
-                items = items_of[channel] = deque()
-            items.append(entry)
-            if waiters:
-                self._wake(channel)
-        return given, full
+                entry = (expires_at, dict(message) if given else message)
+                given.append(channel)
+                waiters = waiters_of.get(channel)
+                if items is None and waiters:
+                    waiter = waiters[0]
+                    if not waiter.done() and waiter.get_loop() is loop:
+                        if len(waiters) == 1:
+                            del waiters_of[channel]
+                        else:
+                            del waiters[0]
+                        waiter.set_result(entry)
+                        continue
+                    self._put(channel, entry[1], expires_at)
+                    continue
+                if items is None:
+                    items = items_of[channel] = deque()
+                items.append(entry)
+                if waiters:
+                    self._wake(channel)
+            return given, full
 
     def take(self, channel: str) -> Message | None:
         """The oldest fresh message of ``channel``, or None.

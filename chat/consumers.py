@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -35,6 +38,10 @@ DEFAULT_BURST = 10
 MAX_HISTORY_PAGES = 100
 # Websocket close code "try again later".
 UNAVAILABLE_CLOSE_CODE = 1013
+# The membership is renewed this often, as a share of the layer's group_expiry.
+RENEW_SHARE = 0.5
+# How long leaving the group may take when a handler crashed.
+LEAVE_TIMEOUT_S = 2.0
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -43,7 +50,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     On connect the socket joins the room's group, then receives the recent
     history (or, with ``?after=<id>``, exactly the messages after that id).
     Live messages already delivered from the history are skipped by comparing
-    stream IDs, so a message never arrives twice.
+    stream IDs, so a message never arrives twice. The membership is renewed
+    every half ``group_expiry`` while the socket is open (it would lapse
+    after a day by default), and left when a handler crashes, since the
+    consumer then gets no ``disconnect``.
     """
 
     room: str
@@ -53,6 +63,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Highest stream ID the client has (or was sent from the history) at
     # connect time; live messages at or below it are duplicates.
     delivered_up_to: StreamId | None
+    _renewing: asyncio.Task[None] | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Run a handler; if it crashes, leave the room's group first.
+
+        A crashed consumer gets no ``disconnect``: its membership would keep
+        receiving the room's messages until ``group_expiry``.
+        """
+        try:
+            await super().dispatch(message)
+        except StopConsumer:
+            raise  # the normal end, after disconnect() left
+        except Exception:
+            await self._leave(timeout_s=LEAVE_TIMEOUT_S)
+            raise
 
     @property
     def layer(self) -> RedisStreamsChannelLayer:
@@ -75,6 +100,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # then both in the history and queued live, and the live copy is
         # dropped below. Reading first could lose it.
         await self.layer.group_add(self.group, self.channel_name)
+        self._renewing = asyncio.create_task(self._renew_membership())
         await self.accept()
         after, bad_after = self._requested_after()
         if bad_after:
@@ -91,13 +117,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Leave the room's group (left to expire if Redis is unreachable)."""
+        await self._leave()
+
+    async def _leave(self, *, timeout_s: float | None = None) -> None:
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
         if not hasattr(self, "group"):
             return
         try:
-            await self.layer.group_discard(self.group, self.channel_name)
-        except StreamsLayerError as exc:
+            async with asyncio.timeout(timeout_s):
+                await self.layer.group_discard(self.group, self.channel_name)
+        except (StreamsLayerError, TimeoutError) as exc:
             # The membership lapses by itself after group_expiry.
-            logger.warning("room %s: could not leave the group: %s", self.room, exc)
+            logger.warning("room %s: could not leave the group: %r", self.room, exc)
+
+    async def _renew_membership(self) -> None:
+        """``group_add`` again every half ``group_expiry`` while the socket is open."""
+        period_s = self.layer.group_expiry * RENEW_SHARE
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await self.layer.group_add(self.group, self.channel_name)
+            except StreamsLayerError as exc:
+                logger.warning("room %s: could not renew the membership: %s", self.room, exc)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Validate a client frame and record it in the room."""

@@ -17,6 +17,7 @@ Server to client, one JSON object per text frame:
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 4096
 # A frame may carry JSON escapes around the message; anything larger than
 # this multiple of the message limit is refused before it is parsed.
 FRAME_OVERHEAD_FACTOR = 8
+# Both halves of a Redis stream ID are unsigned 64-bit integers.
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_STREAM_ID_MAX = 2**64 - 1
 
 
 class FrameError(ValueError):
@@ -49,11 +53,11 @@ class StreamId(tuple[int, int]):
         Raises:
             ValueError: ``text`` is not a stream ID.
         """
-        ms_text, sep, seq_text = text.partition("-")
-        if not sep or not ms_text.isdigit() or not seq_text.isdigit():
+        match = _STREAM_ID.fullmatch(text)
+        if match is None or max(int(match[1]), int(match[2])) > _STREAM_ID_MAX:
             msg = f"not a stream ID: {text!r}"
             raise ValueError(msg)
-        return cls(int(ms_text), int(seq_text))
+        return cls(int(match[1]), int(match[2]))
 
     @property
     def ms(self) -> int:
@@ -80,7 +84,7 @@ def parse_client_frame(text: str | None, *, max_message_bytes: int) -> str:
         raise FrameError(msg)
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         msg = "invalid JSON"
         raise FrameError(msg) from None
     if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from chat.protocol import StreamId, parse_client_frame
 from chat.ratelimit import TokenBucket
+from chat.rooms import group_name
 from devtools.redis_servers import RedisServer
 from project.asgi import application
 
@@ -115,7 +116,21 @@ def test_stream_ids_compare_as_numbers_not_strings() -> None:
     assert str(StreamId.parse("1718000000000-3")) == "1718000000000-3"
 
 
-@pytest.mark.parametrize("text", ["", "12", "a-1", "1-", "-1", "1-2-3", "1 -2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "12",
+        "a-1",
+        "1-",
+        "-1",
+        "1-2-3",
+        "1 -2",
+        "\u00b2-1",  # a digit to str.isdigit(), not to Redis
+        "123456789012345678901-0",  # 21 digits
+        "18446744073709551616-0",  # 2**64: beyond a stream ID
+    ],
+)
 def test_stream_id_rejects_malformed_text(text: str) -> None:
     with pytest.raises(ValueError, match="stream ID"):
         StreamId.parse(text)
@@ -311,6 +326,7 @@ BAD_FRAMES: list[tuple[str, dict[str, Any]]] = [
     ("empty message", {"text_data": json.dumps({"message": "   "})}),
     ("message over 4 KB", {"text_data": json.dumps({"message": "x" * 4097})}),
     ("huge frame", {"text_data": "x" * 100_000}),
+    ("nested too deep", {"text_data": "[" * 16_000 + "]" * 16_000}),
     ("binary frame", {"bytes_data": b'{"message": "hi"}'}),
 ]
 
@@ -394,3 +410,54 @@ async def test_websocket_from_foreign_or_missing_origin_is_rejected(origin: byte
     connected, _ = await communicator.connect(timeout=FRAME_TIMEOUT_S)
     assert not connected
     await communicator.disconnect()
+
+
+@consumer_db
+@pytest.mark.usefixtures("closing_layer")
+async def test_an_after_beyond_a_stream_id_is_reported_and_recent_history_sent() -> None:
+    alice = await join("farafter")
+    sent = await say_and_collect(alice, ["x"])
+    for after in ("123456789012345678901-0", "18446744073709551616-0"):
+        bob = await join("farafter", after=after)
+        assert "error" in await bob.frame()
+        assert await bob.messages_until(1) == sent
+        await bob.leave()
+    await alice.leave()
+
+
+@consumer_db
+async def test_a_socket_open_longer_than_group_expiry_keeps_receiving(
+    settings: SettingsWrapper, redis_url: str, prefix: str
+) -> None:
+    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix, group_expiry=2)
+    settings.CHAT_RATE_LIMIT_PER_SECOND = 1000.0
+    try:
+        alice = await join("renewed")
+        await asyncio.sleep(3.5)  # past group_expiry: renewed after 1 s, 2 s, 3 s
+        bob = await join("renewed")
+        await bob.say("still here?")
+        assert (await alice.messages_until(1))[0]["message"] == "still here?"
+        await alice.leave()
+        await bob.leave()
+    finally:
+        await get_channel_layer().close()
+
+
+@consumer_db
+@pytest.mark.usefixtures("closing_layer")
+async def test_a_consumer_that_crashes_leaves_its_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crashed consumer gets no disconnect(); its membership must not keep
+    receiving the room's messages until group_expiry."""
+    alice = await join("crash")
+
+    def crash(*_: Any, **__: Any) -> str:
+        raise RuntimeError("a bug in the handler")
+
+    monkeypatch.setattr("chat.consumers.parse_client_frame", crash)
+    await alice.say("boom")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await alice.ws.receive_output(timeout=FRAME_TIMEOUT_S)
+    layer: Any = get_channel_layer()
+    group = group_name("crash")
+    members = await layer._state().shards.client(group).zrange(layer.keys.group(group), 0, -1)
+    assert members == []

@@ -83,8 +83,14 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             "hosts": [REDIS_URL],
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
-            # The worker may fall behind a burst of requests; let statistics queue up.
-            "channel_capacity": {"statistic": 10_000},
+            "channel_capacity": {
+                # The worker may fall behind a burst of requests; let statistics queue up.
+                "statistic": 10_000,
+                # A chat socket's own channel: a burst in a busy room (many
+                # members, each allowed CHAT_RATE_LIMIT_BURST at once) must not
+                # overflow a member whose consumer is a moment behind.
+                "specific.*": 1_000,
+            },
         },
     }
 }

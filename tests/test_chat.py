@@ -17,7 +17,9 @@ from chat.protocol import StreamId, parse_client_frame
 from chat.ratelimit import TokenBucket
 from chat.rooms import group_name
 from devtools.redis_servers import RedisServer
+from project import settings as project_settings
 from project.asgi import application
+from streams_layer import RedisStreamsChannelLayer
 
 # Channels consumers close stale database connections around every message,
 # so the consumer tests need database access although the chat stores nothing.
@@ -461,3 +463,13 @@ async def test_a_consumer_that_crashes_leaves_its_room(monkeypatch: pytest.Monke
     group = group_name("crash")
     members = await layer._state().shards.client(group).zrange(layer.keys.group(group), 0, -1)
     assert members == []
+
+
+def test_a_chat_socket_queues_a_room_burst() -> None:
+    """The sample's layer keeps up to 1,000 messages for a socket's own channel
+    (the default of 100 dropped live messages of a 400-message burst)."""
+    layers: Any = project_settings.CHANNEL_LAYERS
+    config: dict[str, Any] = dict(layers["default"]["CONFIG"])
+    layer = RedisStreamsChannelLayer(**config)  # connects to nothing until used
+    assert layer.get_capacity("specific.c0ffee!abc") == 1_000
+    assert layer.get_capacity("statistic") == 10_000

@@ -6,6 +6,7 @@ Then HTTP requests with distinct user agents, each counted exactly once at
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,13 +16,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from chat.rooms import group_name
 from devtools.redis_servers import find_free_port
+from streams_layer import RedisStreamsChannelLayer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -136,7 +140,26 @@ def requests_by_agent(figures: dict[str, Any]) -> dict[str, int]:
     return {row["user_agent"]: row["requests"] for row in figures["by_user_agent"]}
 
 
-def test_two_browsers_chat_and_each_request_is_counted_once(sample_site: str) -> None:
+# Far ahead of any id the room's history holds, so the consumers pass them on.
+EARLIER_ID, LATER_ID = "9000000000000-0", "9000000000001-0"
+
+
+async def _send_live(redis_url: str, prefix: str, room: str, ids: list[str]) -> None:
+    """Live copies of recorded messages, as group_send_recorded sends them, in this order."""
+    layer = RedisStreamsChannelLayer(hosts=[redis_url], prefix=prefix)
+    try:
+        for history_id in ids:
+            await layer.group_send(
+                group_name(room),
+                {"type": "chat.message", "message": f"live {history_id}", "history_id": history_id},
+            )
+    finally:
+        await layer.close()
+
+
+def test_two_browsers_chat_and_each_request_is_counted_once(
+    sample_site: str, redis_url: str, prefix: str
+) -> None:
     room_url = sample_site + "/e2e-room/"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -160,6 +183,16 @@ def test_two_browsers_chat_and_each_request_is_counted_once(sample_site: str) ->
                 expect(page.locator("#log .message").nth(1)).to_contain_text(markup)
                 assert page.locator("#log img, #log b").count() == 0
                 assert page.title() != "owned"
+
+            # Live copies of two messages recorded at once by two processes
+            # can cross: the page shows both, in id order.
+            with ThreadPoolExecutor(1) as thread:  # playwright's loop runs in this one
+                live = _send_live(redis_url, prefix, "e2e-room", [LATER_ID, EARLIER_ID])
+                thread.submit(asyncio.run, live).result(timeout=30)
+            expect(first.locator("#log .message")).to_have_count(4, timeout=UI_TIMEOUT_MS)
+            texts = first.locator("#log .message").all_text_contents()
+            assert texts[2].endswith(f"live {EARLIER_ID}")
+            assert texts[3].endswith(f"live {LATER_ID}")
 
             # A page opened later gets the history, in order.
             third = browser.new_page()

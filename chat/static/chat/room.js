@@ -12,6 +12,7 @@
 
   let socket = null;
   let lastId = null;       // highest stream id shown, as [ms, seq]
+  const shown = new Set(); // ids shown: live copies of two senders may cross
   let retryDelayMs = 500;
   const maxRetryDelayMs = 10000;
 
@@ -38,11 +39,14 @@
     log.scrollTop = log.scrollHeight;
   }
 
+  // Messages recorded at the same moment by two server processes can arrive
+  // in the opposite order of their ids: each goes in its place, none is
+  // dropped for being older than the newest one shown.
   function showMessage(frame) {
     const id = parseId(frame.id);
-    if (id === null) return;
-    if (!isAfter(id, lastId)) return;   // already shown
-    lastId = id;
+    if (id === null || shown.has(frame.id)) return;
+    shown.add(frame.id);
+    if (isAfter(id, lastId)) lastId = id;
     const time = new Date(frame.time);
     const meta = isNaN(time) ? "" : time.toLocaleTimeString();
     const line = document.createElement("div");
@@ -53,7 +57,14 @@
     span.textContent = meta;
     line.appendChild(span);
     line.appendChild(document.createTextNode(String(frame.message)));
-    log.appendChild(line);
+    let next = null;  // the first message shown with a later id
+    for (let node = log.lastElementChild; node !== null; node = node.previousElementSibling) {
+      const other = node.dataset.id ? parseId(node.dataset.id) : null;
+      if (other === null) continue;
+      if (isAfter(id, other)) break;
+      next = node;
+    }
+    log.insertBefore(line, next);
     log.scrollTop = log.scrollHeight;
   }
 

@@ -77,22 +77,32 @@ STATIC_URL = "static/"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "asgi")
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "streams_layer.RedisStreamsChannelLayer",
         "CONFIG": {
             "hosts": [REDIS_URL],
-            "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
-            "channel_capacity": {
-                # The worker may fall behind a burst of requests; let statistics queue up.
-                "statistic": 10_000,
-                # A chat socket's own channel: a burst in a busy room (many
-                # members, each allowed CHAT_RATE_LIMIT_BURST at once) must not
-                # overflow a member whose consumer is a moment behind.
-                "specific.*": 1_000,
-            },
+            "prefix": CHANNEL_LAYER_PREFIX,
+            # A chat socket's own channel: a burst in a busy room (many
+            # members, each allowed CHAT_RATE_LIMIT_BURST at once) must not
+            # overflow a member whose consumer is a moment behind.
+            "channel_capacity": {"specific.*": 1_000},
         },
-    }
+    },
+    # Statistics wait for the worker through a restart or a deploy: a day,
+    # not the default minute after which a message is dropped undelivered.
+    "statistics": {
+        "BACKEND": "streams_layer.RedisStreamsChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": CHANNEL_LAYER_PREFIX,
+            "expiry": int(os.environ.get("STATISTIC_EXPIRY", "86400")),
+            # The worker may fall behind a burst of requests; let statistics queue up.
+            "channel_capacity": {"statistic": 10_000},
+        },
+    },
 }
 
 # Chat: per-connection token bucket (messages per second, burst size).
@@ -103,6 +113,7 @@ CHAT_MAX_MESSAGE_BYTES = 4096
 
 # Statistics middleware: channel name and the time budget per request.
 STATISTIC_CHANNEL = "statistic"
+STATISTIC_CHANNEL_LAYER = "statistics"
 STATISTIC_SEND_TIMEOUT = float(os.environ.get("STATISTIC_SEND_TIMEOUT", "1.0"))
 
 LOGGING = {

@@ -465,11 +465,15 @@ async def test_a_consumer_that_crashes_leaves_its_room(monkeypatch: pytest.Monke
     assert members == []
 
 
-def test_a_chat_socket_queues_a_room_burst() -> None:
+def test_a_chat_socket_queues_a_room_burst_and_statistics_wait_a_day() -> None:
     """The sample's layer keeps up to 1,000 messages for a socket's own channel
-    (the default of 100 dropped live messages of a 400-message burst)."""
+    (the default of 100 dropped live messages of a 400-message burst); the
+    statistics layer keeps them a day for a worker that is down (the default
+    minute dropped them)."""
     layers: Any = project_settings.CHANNEL_LAYERS
-    config: dict[str, Any] = dict(layers["default"]["CONFIG"])
-    layer = RedisStreamsChannelLayer(**config)  # connects to nothing until used
-    assert layer.get_capacity("specific.c0ffee!abc") == 1_000
-    assert layer.get_capacity("statistic") == 10_000
+    chat = RedisStreamsChannelLayer(**layers["default"]["CONFIG"])  # connects to nothing yet
+    assert chat.get_capacity("specific.c0ffee!abc") == 1_000
+    alias = project_settings.STATISTIC_CHANNEL_LAYER
+    statistics = RedisStreamsChannelLayer(**layers[alias]["CONFIG"])
+    assert statistics.get_capacity("statistic") == 10_000
+    assert statistics.expiry >= 86_400

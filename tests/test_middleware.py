@@ -15,19 +15,19 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from devtools.redis_servers import RedisServer
 from worker.middleware import get_sender
-from worker.sender import FailureLog
+from worker.sender import FailureLog, StatisticSender
 
 RESPONSE_BOUND_S = 0.5
 RECEIVE_TIMEOUT_S = 5.0
 
 
 def layer_settings(url: str, prefix: str, **config: Any) -> dict[str, Any]:
-    return {
-        "default": {
-            "BACKEND": "streams_layer.RedisStreamsChannelLayer",
-            "CONFIG": {"hosts": [url], "prefix": prefix, **config},
-        }
+    layer = {
+        "BACKEND": "streams_layer.RedisStreamsChannelLayer",
+        "CONFIG": {"hosts": [url], "prefix": prefix, **config},
     }
+    # the sample's statistics go through their own alias
+    return {"default": layer, "statistics": layer}
 
 
 @pytest.fixture
@@ -234,3 +234,14 @@ async def test_full_channel_does_not_fail_requests(
         layer = get_channel_layer()
         assert layer is not None
         await layer.close()
+
+
+async def test_a_statistics_layer_alias_missing_from_the_settings_is_a_logged_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="worker.sender")
+    sender = StatisticSender(
+        layer_alias="no-such-alias", failures=FailureLog(logging.getLogger("worker.sender"))
+    )
+    await sender.send({"type": "request.statistic"})
+    assert any("no-such-alias" in record.getMessage() for record in caplog.records)

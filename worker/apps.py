@@ -8,7 +8,9 @@ from django.apps import AppConfig
 from django.core.signals import setting_changed
 
 # Settings the statistics sender is built from.
-SENDER_SETTINGS = frozenset({"CHANNEL_LAYERS", "STATISTIC_CHANNEL", "STATISTIC_SEND_TIMEOUT"})
+SENDER_SETTINGS = frozenset(
+    {"CHANNEL_LAYERS", "STATISTIC_CHANNEL", "STATISTIC_CHANNEL_LAYER", "STATISTIC_SEND_TIMEOUT"}
+)
 
 
 def _reset_sender_on_change(*, setting: str, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponseBase
 from worker.records import make_record
 from worker.sender import (
     DEFAULT_CHANNEL,
+    DEFAULT_CHANNEL_LAYER,
     DEFAULT_SEND_TIMEOUT_S,
     StatisticSender,
 )
@@ -25,6 +26,7 @@ def get_sender() -> StatisticSender:
     if _sender is None:
         _sender = StatisticSender(
             channel=getattr(settings, "STATISTIC_CHANNEL", DEFAULT_CHANNEL),
+            layer_alias=getattr(settings, "STATISTIC_CHANNEL_LAYER", DEFAULT_CHANNEL_LAYER),
             timeout_s=float(getattr(settings, "STATISTIC_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT_S)),
         )
     return _sender

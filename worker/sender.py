@@ -24,6 +24,8 @@ from streams_layer.exceptions import StreamsLayerError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "statistic"
+# The CHANNEL_LAYERS alias statistics go through (settings.STATISTIC_CHANNEL_LAYER).
+DEFAULT_CHANNEL_LAYER = "default"
 # The send runs after the response has gone, so this bounds background work,
 # not latency; it is generous enough for a first connection on a busy host.
 DEFAULT_SEND_TIMEOUT_S = 1.0
@@ -87,11 +89,13 @@ class StatisticSender:
         self,
         *,
         channel: str = DEFAULT_CHANNEL,
+        layer_alias: str = DEFAULT_CHANNEL_LAYER,
         timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         failures: FailureLog | None = None,
     ) -> None:
         self.channel = channel
+        self.layer_alias = layer_alias
         self.timeout_s = timeout_s
         self.max_in_flight = max_in_flight
         self.failures = failures or FailureLog(logger)
@@ -130,9 +134,9 @@ class StatisticSender:
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send ``message``, giving up after ``timeout_s``; failures are logged, not raised."""
-        layer = get_channel_layer()
+        layer = get_channel_layer(self.layer_alias)
         if layer is None:
-            self.failures.record("no channel layer configured")
+            self.failures.record(f"no channel layer {self.layer_alias!r} in CHANNEL_LAYERS")
             return
         on_background_loop = self._loop is not None and asyncio.get_running_loop() is self._loop
         if on_background_loop and not any(known is layer for known in self._background_layers):

@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 
 from worker.consuming import TeamSpec, WorkerCounters, run_team
 from worker.progress import PendingProbe, RateMeter
-from worker.sender import DEFAULT_CHANNEL
+from worker.sender import DEFAULT_CHANNEL, DEFAULT_CHANNEL_LAYER
 
 DEFAULT_TEAM = "statistic"
 DEFAULT_CONSUMERS = 2
@@ -68,10 +68,11 @@ class Command(BaseCommand):
 
     def _layer_config(self) -> tuple[str, dict[str, Any]]:
         layers: dict[str, Any] = getattr(settings, "CHANNEL_LAYERS", {})
+        alias = getattr(settings, "STATISTIC_CHANNEL_LAYER", DEFAULT_CHANNEL_LAYER)
         try:
-            entry: dict[str, Any] = layers["default"]
-        except (AttributeError, KeyError) as exc:
-            msg = "settings.CHANNEL_LAYERS has no 'default' layer"
+            entry: dict[str, Any] = layers[alias]
+        except (AttributeError, KeyError, TypeError) as exc:
+            msg = f"settings.CHANNEL_LAYERS has no {alias!r} layer (STATISTIC_CHANNEL_LAYER)"
             raise CommandError(msg) from exc
         config: dict[str, Any] = dict(entry.get("CONFIG", {}))
         return str(entry["BACKEND"]), config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,18 +19,25 @@ from worker.sender import (
 )
 
 _sender: StatisticSender | None = None
+# Sync requests of a threaded server may ask for the first sender at once.
+_sender_lock = threading.Lock()
 
 
 def get_sender() -> StatisticSender:
     """The process-wide sender, built from the settings on first use."""
     global _sender  # noqa: PLW0603 - one sender (and one background loop) per process
-    if _sender is None:
-        _sender = StatisticSender(
-            channel=getattr(settings, "STATISTIC_CHANNEL", DEFAULT_CHANNEL),
-            layer_alias=getattr(settings, "STATISTIC_CHANNEL_LAYER", DEFAULT_CHANNEL_LAYER),
-            timeout_s=float(getattr(settings, "STATISTIC_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT_S)),
-        )
-    return _sender
+    if _sender is not None:
+        return _sender
+    with _sender_lock:
+        if _sender is None:
+            _sender = StatisticSender(
+                channel=getattr(settings, "STATISTIC_CHANNEL", DEFAULT_CHANNEL),
+                layer_alias=getattr(settings, "STATISTIC_CHANNEL_LAYER", DEFAULT_CHANNEL_LAYER),
+                timeout_s=float(
+                    getattr(settings, "STATISTIC_SEND_TIMEOUT", DEFAULT_SEND_TIMEOUT_S)
+                ),
+            )
+        return _sender
 
 
 def reset_sender() -> None:

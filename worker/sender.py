@@ -144,7 +144,9 @@ class StatisticSender:
         try:
             await asyncio.wait_for(layer.send(self.channel, message), self.timeout_s)
         except SEND_ERRORS as exc:
-            self.failures.record(f"{type(exc).__name__}: {exc}")
+            # A timeout carries no text of its own.
+            reason = str(exc) or f"no answer within {self.timeout_s} s"
+            self.failures.record(f"{type(exc).__name__}: {reason}")
 
     async def drain(self) -> None:
         """Wait until the sends started on this event loop have finished."""

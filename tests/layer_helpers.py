@@ -188,3 +188,13 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def sample_channel_layers(url: str, prefix: str, **config: Any) -> dict[str, Any]:
+    """The sample project's CHANNEL_LAYERS on the test's Redis under the test's
+    prefix: ``default`` (chat) and ``statistics``, one CONFIG for both."""
+    layer = {
+        "BACKEND": "streams_layer.RedisStreamsChannelLayer",
+        "CONFIG": {"hosts": [url], "prefix": prefix, **config},
+    }
+    return {"default": layer, "statistics": layer}

@@ -20,6 +20,7 @@ from devtools.redis_servers import RedisServer
 from project import settings as project_settings
 from project.asgi import application
 from streams_layer import RedisStreamsChannelLayer
+from tests.layer_helpers import sample_channel_layers
 
 # Channels consumers close stale database connections around every message,
 # so the consumer tests need database access although the chat stores nothing.
@@ -30,20 +31,10 @@ FRAME_TIMEOUT_S = 5.0
 QUIET_S = 0.3
 
 
-def layer_settings(redis_url: str, prefix: str, **config: Any) -> dict[str, Any]:
-    """CHANNEL_LAYERS pointing at the test's Redis under the test's prefix."""
-    return {
-        "default": {
-            "BACKEND": "streams_layer.RedisStreamsChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": prefix, **config},
-        }
-    }
-
-
 @pytest.fixture
 def chat_settings(settings: SettingsWrapper, redis_url: str, prefix: str) -> SettingsWrapper:
     """The real layer on the session's Redis; a generous rate limit unless a test lowers it."""
-    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix)
     settings.CHAT_RATE_LIMIT_PER_SECOND = 1000.0
     settings.CHAT_RATE_LIMIT_BURST = 1000
     return settings
@@ -287,7 +278,7 @@ async def test_resume_while_messages_keep_arriving_skips_none_and_repeats_none()
 async def test_resume_beyond_the_history_window_reports_a_gap(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix, history_size=5)
+    settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix, history_size=5)
     settings.CHAT_RATE_LIMIT_BURST = 100
     try:
         alice = await join("gap")
@@ -355,7 +346,7 @@ async def test_bad_input_gets_an_error_frame_and_the_connection_stays_open(
 async def test_rate_limit_refuses_a_flood(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix)
     settings.CHAT_RATE_LIMIT_PER_SECOND = 0.1
     settings.CHAT_RATE_LIMIT_BURST = 3
     try:
@@ -385,7 +376,7 @@ async def test_rate_limit_refuses_a_flood(
 async def test_message_while_redis_is_down_gets_an_error_frame(
     settings: SettingsWrapper, own_redis: RedisServer, prefix: str
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(own_redis.url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(own_redis.url, prefix)
     try:
         alice = await join("outage")
         await alice.assert_quiet()  # the (empty) history has been read
@@ -431,7 +422,7 @@ async def test_an_after_beyond_a_stream_id_is_reported_and_recent_history_sent()
 async def test_a_socket_open_longer_than_group_expiry_keeps_receiving(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix, group_expiry=2)
+    settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix, group_expiry=2)
     settings.CHAT_RATE_LIMIT_PER_SECOND = 1000.0
     try:
         alice = await join("renewed")

@@ -14,6 +14,7 @@ from django.test import AsyncClient, Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from devtools.redis_servers import RedisServer
+from tests.layer_helpers import sample_channel_layers
 from worker.middleware import get_sender
 from worker.sender import FailureLog, StatisticSender
 
@@ -21,20 +22,11 @@ RESPONSE_BOUND_S = 0.5
 RECEIVE_TIMEOUT_S = 5.0
 
 
-def layer_settings(url: str, prefix: str, **config: Any) -> dict[str, Any]:
-    layer = {
-        "BACKEND": "streams_layer.RedisStreamsChannelLayer",
-        "CONFIG": {"hosts": [url], "prefix": prefix, **config},
-    }
-    # the sample's statistics go through their own alias
-    return {"default": layer, "statistics": layer}
-
-
 @pytest.fixture
 async def stats_layer(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> AsyncIterator[None]:
-    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix)
     yield
     layer = get_channel_layer()
     if layer is not None:
@@ -151,7 +143,7 @@ async def test_responses_stay_fast_with_redis_stopped(
     prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(own_redis.url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(own_redis.url, prefix)
     own_redis.stop()
     with caplog.at_level(logging.WARNING, logger="worker.sender"):
         durations = await timed_async_requests(20)
@@ -170,7 +162,7 @@ def test_sync_responses_stay_fast_with_redis_stopped(
     prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(own_redis.url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(own_redis.url, prefix)
     own_redis.stop()
     client = Client()
     durations = []
@@ -191,7 +183,7 @@ async def test_responses_stay_fast_with_redis_frozen(
     prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(own_redis.url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(own_redis.url, prefix)
     settings.STATISTIC_SEND_TIMEOUT = 0.1
     own_redis.pause()
     try:
@@ -218,7 +210,7 @@ async def test_full_channel_does_not_fail_requests(
     prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix, capacity=2)
+    settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix, capacity=2)
     try:
         with caplog.at_level(logging.WARNING, logger="worker.sender"):
             durations: list[float] = []

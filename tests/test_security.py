@@ -31,7 +31,13 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from project.asgi import application
 from streams_layer.keys import KeySpace
-from tests.layer_helpers import LayerFactory, raw_stream_bytes, receive_within, receives_nothing
+from tests.layer_helpers import (
+    LayerFactory,
+    raw_stream_bytes,
+    receive_within,
+    receives_nothing,
+    sample_channel_layers,
+)
 from worker.aggregate import record_requests
 from worker.models import USER_AGENT_MAX_LENGTH
 from worker.records import parse_message
@@ -229,18 +235,9 @@ async def test_payload_is_not_msgpack_or_json_when_encrypted(
 # -- the sample project: injection ------------------------------------------------------
 
 
-def layer_settings(redis_url: str, prefix: str) -> dict[str, Any]:
-    return {
-        "default": {
-            "BACKEND": "streams_layer.RedisStreamsChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": prefix},
-        }
-    }
-
-
 @pytest.fixture
 async def site(settings: SettingsWrapper, redis_url: str, prefix: str) -> AsyncIterator[None]:
-    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix)
+    settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix)
     settings.CHAT_RATE_LIMIT_PER_SECOND = 1000.0
     settings.CHAT_RATE_LIMIT_BURST = 1000
     yield

@@ -20,6 +20,7 @@ from django.db.models import Sum
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from streams_layer import RedisStreamsChannelLayer
+from tests.layer_helpers import sample_channel_layers
 from worker.consuming import TeamSpec, WorkerCounters, run_team
 from worker.models import RequestStat
 from worker.records import make_record
@@ -31,12 +32,7 @@ WAIT_S = 60.0
 
 
 def layer_settings(url: str, prefix: str, **config: Any) -> dict[str, Any]:
-    layer = {
-        "BACKEND": "streams_layer.RedisStreamsChannelLayer",
-        "CONFIG": {"hosts": [url], "prefix": prefix, "capacity": 100_000, **config},
-    }
-    # the sample's statistics go through their own alias
-    return {"default": layer, "statistics": layer}
+    return sample_channel_layers(url, prefix, capacity=100_000, **config)
 
 
 def statistic_messages(count: int) -> list[dict[str, Any]]:

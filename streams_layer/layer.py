@@ -87,8 +87,13 @@ class _ConsumedCounts:
 
     def add(self, channel: str, delta: int) -> int:
         """Change ``channel``'s count by ``delta``; returns the new count."""
-        with self._lock:
+        # Once per receive: acquire()/release() cost 60 ns less than ``with``
+        # (see metrics.record).
+        self._lock.acquire()
+        try:
             count = self._counts[channel] = self._counts.get(channel, 0) + delta
+        finally:
+            self._lock.release()
         return count
 
     def add_each(self, channels: Iterable[str], delta: int) -> None:

@@ -169,7 +169,10 @@ class Mailboxes:
         time a group message took to reach 500 waiting members (1.82 against
         1.58 ms in one process, Redis aside).
         """
-        with self._lock:
+        # Once per waiting receive: acquire()/release() cost 60 ns less than
+        # ``with`` (see metrics.record).
+        self._lock.acquire()
+        try:
             if channel in self._items:
                 return None
             waiter: Waiter = asyncio.get_running_loop().create_future()
@@ -178,6 +181,8 @@ class Mailboxes:
                 self._waiters[channel] = [waiter]
             else:
                 waiters.append(waiter)
+        finally:
+            self._lock.release()
         return waiter
 
     def abandon(self, channel: str, waiter: Waiter) -> None:

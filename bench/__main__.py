@@ -74,6 +74,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=",".join(DEFAULT_LAYERS),
         help="comma list of streams, core, pubsub, raw, or name=module.Class[@key:value;...]",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin helper process i to CPU i mod n (the Redis server and the parent stay unpinned)",
+    )
     parser.add_argument("--json", type=Path, help="write every measurement and the summary as JSON")
     parser.add_argument("--markdown", type=Path, help="write the summary table as markdown")
     parser.add_argument("--verbose", "-v", action="store_true")
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     pool_size = max(max(sizes.worker_consumers) + 1, fanout.PROCESSES + 1)
     with RedisServer() as server:
         admin = redis.Redis.from_url(server.url)
-        pool = Pool(pool_size)
+        pool = Pool(pool_size, pin=args.pin)
         ctx = Ctx(url=server.url, pool=pool, sizes=sizes, admin=admin)
         try:
             for round_number in range(1, rounds + 1):
@@ -188,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "redis_version": redis_version,
         "cpus": os.cpu_count(),
+        "pinned": args.pin,
         "layers": {spec.name: spec.path for spec in specs},
         "skipped_layers": skipped,
         "sizes": dataclasses.asdict(sizes),

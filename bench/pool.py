@@ -4,6 +4,11 @@ The parent stays a pure orchestrator: it starts a job on a free helper,
 waits (with a timeout) for the job's ``info`` (e.g. "ready, my channel is
 X") and for its result. A helper whose job overruns its hard timeout is
 killed by its pid and replaced, so a lost message never hangs the run.
+
+With ``pin``, helper ``i`` runs on CPU ``i mod n`` only (``--pin``): the
+processes of a two-process scenario (the ping-pong's pinger and ponger, the
+fan-out's two member processes) then always sit on different CPUs, instead of
+wherever the kernel's scheduler puts them (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import traceback
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
@@ -38,7 +44,9 @@ class Control:
         self._conn.send(("info", payload))
 
 
-def _helper_main(conn: Connection) -> None:
+def _helper_main(conn: Connection, cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     while True:
         try:
             request = conn.recv()
@@ -58,11 +66,14 @@ def _helper_main(conn: Connection) -> None:
 class Helper:
     """One spawned helper process and the parent's end of its pipe."""
 
-    def __init__(self, ctx: multiprocessing.context.SpawnContext, index: int) -> None:
+    def __init__(
+        self, ctx: multiprocessing.context.SpawnContext, index: int, cpu: int | None
+    ) -> None:
         self.index = index
+        self.cpu = cpu
         self.conn, child = ctx.Pipe()
         self.process: BaseProcess = ctx.Process(
-            target=_helper_main, args=(child,), name=f"bench-helper-{index}", daemon=True
+            target=_helper_main, args=(child, cpu), name=f"bench-helper-{index}", daemon=True
         )
         self.process.start()
         child.close()
@@ -122,9 +133,13 @@ class Job:
 class Pool:
     """A fixed number of spawned helpers."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, pin: bool = False) -> None:
         self._ctx = multiprocessing.get_context("spawn")
-        self._helpers = [Helper(self._ctx, index) for index in range(size)]
+        cpus = sorted(os.sched_getaffinity(0)) if pin else []
+        self._helpers = [
+            Helper(self._ctx, index, cpus[index % len(cpus)] if cpus else None)
+            for index in range(size)
+        ]
 
     def start(self, fn: JobFn, **params: Any) -> Job:
         """Run ``fn(control, **params)`` on a free helper."""
@@ -139,7 +154,7 @@ class Pool:
     def replace(self, helper: Helper) -> None:
         """Kill ``helper`` and put a fresh one in its place."""
         helper.kill()
-        self._helpers[helper.index] = Helper(self._ctx, helper.index)
+        self._helpers[helper.index] = Helper(self._ctx, helper.index, helper.cpu)
 
     def reset(self) -> None:
         """Replace every helper still busy (a job left running after an error)."""

@@ -8,10 +8,13 @@ timed tests.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from bench.pool import Control, Pool
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_TIMEOUT_S = 110
@@ -54,3 +57,28 @@ def test_bench_smoke_has_no_lost_or_duplicated_streams_messages(tmp_path: Path) 
         row for row in streams if row["scenario"] == "backlog-expiry" and row["unit"] == "keys"
     )
     assert keys_left["median"] == 0
+
+
+async def report_cpus(ctl: Control) -> dict[str, Any]:
+    """A pool job: the CPUs its helper process may run on."""
+    return {"cpus": sorted(os.sched_getaffinity(0))}
+
+
+def test_pinned_pool_runs_each_helper_on_one_cpu_of_its_own() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    pool = Pool(3, pin=True)
+    try:
+        jobs = [pool.start(report_cpus) for _ in range(3)]
+        seen = [job.result(SMOKE_TIMEOUT_S)["cpus"] for job in jobs]
+    finally:
+        pool.close()
+    assert seen == [[cpus[i % len(cpus)]] for i in range(3)]
+
+
+def test_unpinned_pool_leaves_the_affinity_alone() -> None:
+    pool = Pool(1)
+    try:
+        seen = pool.start(report_cpus).result(SMOKE_TIMEOUT_S)["cpus"]
+    finally:
+        pool.close()
+    assert seen == sorted(os.sched_getaffinity(0))

@@ -20,6 +20,7 @@ from chat.protocol import (
     gap_frame,
     message_frame,
     parse_client_frame,
+    sent_frame,
 )
 from chat.ratelimit import TokenBucket
 from chat.rooms import group_name
@@ -147,20 +148,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Validate a client frame and record it in the room."""
         try:
-            message = parse_client_frame(text_data, max_message_bytes=self.max_message_bytes)
+            frame = parse_client_frame(text_data, max_message_bytes=self.max_message_bytes)
         except FrameError as exc:
-            await self.send(text_data=error_frame(str(exc)))
+            await self.send(text_data=error_frame(str(exc), ref=exc.ref))
             return
         if not self.bucket.try_acquire():
-            await self.send(text_data=error_frame("rate limit exceeded; message not sent"))
+            refusal = error_frame("rate limit exceeded; message not sent", ref=frame.ref)
+            await self.send(text_data=refusal)
             return
         try:
             await self.layer.group_send_recorded(
-                self.group, {"type": "chat.message", "message": message}
+                self.group, {"type": "chat.message", "message": frame.message}
             )
         except StreamsLayerError as exc:
             logger.warning("room %s: message not recorded: %s", self.room, exc)
-            await self.send(text_data=error_frame("the room is unavailable; message not sent"))
+            refusal = error_frame("the room is unavailable; message not sent", ref=frame.ref)
+            await self.send(text_data=refusal)
+            return
+        if frame.ref is not None:
+            await self.send(text_data=sent_frame(frame.ref))
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         """Deliver a live room message unless the history already delivered it."""

@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from chat.protocol import StreamId, parse_client_frame
+from chat.protocol import REF_MAX, ClientFrame, FrameError, StreamId, parse_client_frame
 from chat.ratelimit import TokenBucket
 from chat.rooms import group_name
 from devtools.redis_servers import RedisServer
@@ -140,9 +140,27 @@ def test_token_bucket_allows_burst_then_refills_at_rate() -> None:
 
 
 def test_message_limit_counts_utf8_bytes() -> None:
-    assert parse_client_frame(json.dumps({"message": "é" * 5}), max_message_bytes=10) == "é" * 5
+    frame = parse_client_frame(json.dumps({"message": "é" * 5}), max_message_bytes=10)
+    assert frame == ClientFrame("é" * 5, None)
     with pytest.raises(ValueError, match="over the limit"):
         parse_client_frame(json.dumps({"message": "é" * 6}), max_message_bytes=10)
+
+
+def test_a_refused_frame_carries_its_ref_once_readable() -> None:
+    text = json.dumps({"message": "x" * 11, "ref": 7})
+    with pytest.raises(FrameError, match="over the limit") as refused:
+        parse_client_frame(text, max_message_bytes=10)
+    assert refused.value.ref == 7
+    ok = parse_client_frame(json.dumps({"message": "hi", "ref": REF_MAX}), max_message_bytes=10)
+    assert ok == ClientFrame("hi", REF_MAX)
+
+
+@pytest.mark.parametrize("ref", [True, -1, REF_MAX + 1, 1.5, "7", [7]], ids=repr)
+def test_a_ref_that_is_not_a_small_non_negative_integer_is_refused(ref: Any) -> None:
+    text = json.dumps({"message": "hi", "ref": ref})
+    with pytest.raises(FrameError, match='"ref" must be') as refused:
+        parse_client_frame(text, max_message_bytes=10)
+    assert refused.value.ref is None
 
 
 # -- room pages -----------------------------------------------------------------
@@ -343,6 +361,24 @@ async def test_bad_input_gets_an_error_frame_and_the_connection_stays_open(
 
 
 @consumer_db
+@pytest.mark.usefixtures("closing_layer")
+async def test_a_message_with_a_ref_is_confirmed_or_refused_by_that_ref() -> None:
+    alice, bob = await join("refs"), await join("refs")
+    await alice.ws.send_to(text_data=json.dumps({"message": "x" * 4097, "ref": 1}))
+    refused = await alice.frame()
+    assert refused["ref"] == 1
+    assert "over the limit" in refused["error"]
+    await alice.ws.send_to(text_data=json.dumps({"message": "hello", "ref": 2}))
+    answers = await alice.frames(2)  # the confirmation and the room's copy, in either order
+    assert {"sent": 2} in answers
+    assert [frame["message"] for frame in answers if "message" in frame] == ["hello"]
+    assert [frame["message"] for frame in await bob.messages_until(1)] == ["hello"]
+    await bob.assert_quiet()
+    await alice.leave()
+    await bob.leave()
+
+
+@consumer_db
 async def test_rate_limit_refuses_a_flood(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
@@ -358,6 +394,9 @@ async def test_rate_limit_refuses_a_flood(
         messages = [frame for frame in frames if "message" in frame]
         assert len(errors) == 5
         assert all("rate limit" in frame["error"] for frame in errors)
+        # A refusal names the message it refuses, when the client numbered it.
+        await alice.ws.send_to(text_data=json.dumps({"message": "spam 8", "ref": 8}))
+        assert await alice.frame() == {"error": errors[0]["error"], "ref": 8}
         assert [frame["message"] for frame in messages] == ["spam 0", "spam 1", "spam 2"]
         assert [f["message"] for f in await bob.messages_until(3)] == ["spam 0", "spam 1", "spam 2"]
         await bob.assert_quiet()
@@ -381,9 +420,10 @@ async def test_message_while_redis_is_down_gets_an_error_frame(
         alice = await join("outage")
         await alice.assert_quiet()  # the (empty) history has been read
         own_redis.stop()
-        await alice.say("anyone there?")
+        await alice.ws.send_to(text_data=json.dumps({"message": "anyone there?", "ref": 3}))
         reply = await alice.frame()
-        assert set(reply) == {"error"}
+        assert set(reply) == {"error", "ref"}
+        assert reply["ref"] == 3
         assert "unavailable" in reply["error"]
         await alice.leave()
     finally:

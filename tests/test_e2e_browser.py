@@ -175,6 +175,18 @@ def test_two_browsers_chat_and_each_request_is_counted_once(
                 expect(page.locator("#log")).to_contain_text("hello from the first page")
             expect(first.locator("#input")).to_have_value("")
 
+            # A message the server refuses comes back into the input, with the
+            # reason in the log: 3,000 characters pass the input's maxlength,
+            # 6,000 UTF-8 bytes exceed the server's 4 KB.
+            too_long = "é" * 3000
+            first.fill("#input", too_long)
+            first.click("#submit")
+            expect(first.locator("#log .error")).to_contain_text(
+                "over the limit", timeout=UI_TIMEOUT_MS
+            )
+            expect(first.locator("#input")).to_have_value(too_long, timeout=UI_TIMEOUT_MS)
+            first.fill("#input", "")
+
             markup = '<img src="x" onerror="document.title=\'owned\'"><b>bold</b>'
             second.fill("#input", markup)
             second.press("#input", "Enter")

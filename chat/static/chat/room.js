@@ -15,6 +15,10 @@
   const shown = new Set(); // ids shown: live copies of two senders may cross
   let retryDelayMs = 500;
   const maxRetryDelayMs = 10000;
+  // Messages sent and not yet confirmed, by the "ref" they were sent with:
+  // one the server refuses goes back into the input, so no typed text is lost.
+  const unconfirmed = new Map();
+  let nextRef = 1;
 
   function parseId(text) {
     const match = /^(\d+)-(\d+)$/.exec(String(text));
@@ -88,15 +92,36 @@
         addLine("Some messages were missed: " + String(frame.error), "error");
       } else if (typeof frame.error === "string") {
         addLine(frame.error, "error");
+        giveBack(frame.ref);
       } else if (typeof frame.message === "string") {
         showMessage(frame);
+      } else if (frame.sent !== undefined) {
+        unconfirmed.delete(frame.sent);
       }
     };
     socket.onclose = function () {
       statusLine.textContent = "disconnected; reconnecting…";
+      // Sent but never confirmed: maybe recorded, maybe not. Shown, not resent.
+      for (const text of unconfirmed.values()) {
+        addLine("Not confirmed before the connection closed: " + text, "error");
+      }
+      unconfirmed.clear();
       window.setTimeout(connect, retryDelayMs);
       retryDelayMs = Math.min(retryDelayMs * 2, maxRetryDelayMs);
     };
+  }
+
+  // A refused message's text goes back into the input, unless the user has
+  // started typing another one (then it stays in the log's error line).
+  function giveBack(ref) {
+    if (!unconfirmed.has(ref)) return;
+    const text = unconfirmed.get(ref);
+    unconfirmed.delete(ref);
+    if (input.value === "") {
+      input.value = text;
+    } else {
+      addLine("Not sent: " + text, "error");
+    }
   }
 
   // Enter in the input submits the form, like a click on the button.
@@ -104,7 +129,9 @@
     event.preventDefault();
     const text = input.value;
     if (!text.trim() || socket === null || socket.readyState !== WebSocket.OPEN) return;
-    socket.send(JSON.stringify({ message: text }));
+    const ref = nextRef++;
+    unconfirmed.set(ref, text);
+    socket.send(JSON.stringify({ message: text, ref: ref }));
     input.value = "";
     input.focus();
   });

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,18 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db.models import Sum
+from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from streams_layer import RedisStreamsChannelLayer
 from tests.layer_helpers import sample_channel_layers
-from worker.consuming import TeamSpec, WorkerCounters, run_team
-from worker.models import RequestStat
+from worker.aggregate import count_message, forget_counted
+from worker.consuming import TeamSpec, WorkerCounters, make_handler, run_team
+from worker.models import CountedMessage, RequestStat
 from worker.records import make_record
 
 ROOT = Path(__file__).resolve().parent.parent
+CLAIM_IDLE_MS = 300
 AGENTS = ("agent-a", "agent-b", "agent-c")
 IPS = ("10.0.0.1", "10.0.0.2")
 WAIT_S = 60.0
@@ -110,6 +114,51 @@ async def test_team_stops_promptly_when_idle(
     await asyncio.wait_for(team, 5)
     assert time.monotonic() - started < 1.0
     await layer.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_message_handled_again_after_its_worker_died_unacknowledged_counts_once(
+    settings: SettingsWrapper, redis_url: str, prefix: str
+) -> None:
+    """The window between the database commit and the acknowledgement: the
+    first worker counts the message and dies before its ack reaches Redis; a
+    teammate claims the message, handles it again, and must not count it again."""
+    settings.CHANNEL_LAYERS = layer_settings(redis_url, prefix)
+    layer: Any = get_channel_layer()
+    await layer.send("statistic", statistic_messages(1)[0])
+    counters = WorkerCounters()
+    options = {"team": "stats", "claim_idle_ms": CLAIM_IDLE_MS}
+    try:
+        async with layer.consume("statistic", consumer="first", **options) as first:
+            async for delivery in first:
+                await make_handler(counters, "first", "statistic")(delivery.message, delivery.id)
+                break  # never settled: the message stays pending for the team
+        async with layer.consume("statistic", consumer="second", **options) as second:
+            async for delivery in second:
+                assert delivery.deliveries == 2
+                async with delivery:
+                    handle = make_handler(counters, "second", "statistic")
+                    await handle(delivery.message, delivery.id)
+                break
+    finally:
+        await layer.close()
+    assert (counters.processed, counters.repeated) == (1, 1)
+    assert counters.per_consumer == {"first": 1}
+    assert await sync_to_async(db_counts)() == {AGENTS[0]: 1}
+
+
+@pytest.mark.django_db
+def test_the_same_entry_of_another_channel_counts_and_old_records_are_forgotten() -> None:
+    record = make_record(user_agent="ua", client_ip="10.0.0.9", method="GET", path="/", status=200)
+    assert count_message(record, channel="statistic", entry_id="1-0")
+    assert not count_message(record, channel="statistic", entry_id="1-0")
+    assert count_message(record, channel="statistic.other", entry_id="1-0")
+    assert db_counts() == {"ua": 2}
+    CountedMessage.objects.filter(channel="statistic").update(
+        counted_at=timezone.now() - timedelta(days=2)
+    )
+    assert forget_counted(before=timezone.now() - timedelta(days=1)) == 1
+    assert list(CountedMessage.objects.values_list("channel", flat=True)) == ["statistic.other"]
 
 
 # -- the management command as real processes --------------------------------------------

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
-from worker.models import RequestStat
+from worker.models import CountedMessage, RequestStat
 from worker.records import RequestRecord
 
 RowKey = tuple[datetime, str, str]
@@ -28,6 +29,31 @@ def record_requests(records: Iterable[RequestRecord]) -> int:
         for key, count in counts.items():
             _add(key, count)
     return sum(counts.values())
+
+
+def count_message(record: RequestRecord, *, channel: str, entry_id: str) -> bool:
+    """Count one message's ``record``, unless the message was counted before.
+
+    The count and the :class:`CountedMessage` row commit together, so a
+    message handled twice (its first worker died before acknowledging it)
+    counts once. Returns whether it was counted now.
+    """
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                CountedMessage.objects.create(
+                    channel=channel, entry_id=entry_id, counted_at=timezone.now()
+                )
+        except IntegrityError:
+            return False
+        _add((record.minute, record.user_agent, record.client_ip), 1)
+    return True
+
+
+def forget_counted(*, before: datetime) -> int:
+    """Delete the :class:`CountedMessage` rows written before ``before``; returns how many."""
+    deleted, _ = CountedMessage.objects.filter(counted_at__lt=before).delete()
+    return deleted
 
 
 def _add(key: RowKey, count: int) -> None:

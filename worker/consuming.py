@@ -7,22 +7,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer
+from django.utils import timezone
 
 from streams_layer.team import default_consumer_name
-from worker.aggregate import record_requests
+from worker.aggregate import count_message, forget_counted
 from worker.records import InvalidRecordError, parse_message
 
 logger = logging.getLogger(__name__)
 
+# How often the worker deletes the record of messages counted longer ago than
+# the channel's expiry (their entries are gone from the stream).
+FORGET_INTERVAL_S = 600.0
+# Kept this much longer than the expiry: a pending entry is trimmed a moment
+# after it expires, not at once.
+FORGET_MARGIN_S = 300.0
+
 Message = dict[str, Any]
-Handler = Callable[[Message], Awaitable[None]]
+# handle(message, entry_id): the message and its stream entry ID in the channel.
+Handler = Callable[[Message, str], Awaitable[None]]
 
 
 @dataclass
@@ -31,6 +42,9 @@ class WorkerCounters:
 
     processed: int = 0
     invalid: int = 0
+    # Messages handled again after a worker died between counting and
+    # acknowledging them: found counted, not counted twice.
+    repeated: int = 0
     per_consumer: dict[str, int] = field(default_factory=dict)
 
 
@@ -56,23 +70,29 @@ async def consume(  # noqa: PLR0913 - a team member's settings
         stopper = asyncio.ensure_future(stop.wait())
         stopper.add_done_callback(lambda _: members.stop())
         try:
-            await members.run(handle)
+            async for delivery in members:
+                async with delivery:  # acknowledges on return, gives back on an error
+                    await handle(delivery.message, delivery.id)
         finally:
             stopper.cancel()
 
 
-def make_handler(counters: WorkerCounters, consumer: str) -> Handler:
-    """A handler that counts one ``statistic`` message into the database."""
-    count_in_db = sync_to_async(record_requests, thread_sensitive=True)
+def make_handler(counters: WorkerCounters, consumer: str, channel: str) -> Handler:
+    """A handler that counts one ``statistic`` message of ``channel`` into the
+    database, once however often it is handled (see :func:`count_message`)."""
+    count_in_db = sync_to_async(count_message, thread_sensitive=True)
 
-    async def handle(message: Message) -> None:
+    async def handle(message: Message, entry_id: str) -> None:
         try:
             record = parse_message(message)
         except InvalidRecordError as exc:
             counters.invalid += 1
             logger.warning("skipping message: %s", exc)
             return
-        await count_in_db([record])
+        if not await count_in_db(record, channel=channel, entry_id=entry_id):
+            counters.repeated += 1
+            logger.info("message %s of %s was counted before; not again", entry_id, channel)
+            return
         counters.processed += 1
         counters.per_consumer[consumer] = counters.per_consumer.get(consumer, 0) + 1
 
@@ -107,7 +127,7 @@ async def run_team(
                 spec.channel,
                 team=spec.team,
                 consumer=name,
-                handle=make_handler(counters, name),
+                handle=make_handler(counters, name, spec.channel),
                 stop=stop,
             ),
             name=name,
@@ -120,3 +140,19 @@ async def run_team(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def forget_counted_regularly(
+    *, expiry_s: float, stop: asyncio.Event, interval_s: float = FORGET_INTERVAL_S
+) -> None:
+    """Every ``interval_s`` until ``stop`` (and once at the start), delete the
+    record of messages counted more than ``expiry_s`` + FORGET_MARGIN_S ago:
+    the stream cannot hand those out again."""
+    forget = sync_to_async(forget_counted, thread_sensitive=True)
+    while not stop.is_set():
+        before = timezone.now() - timedelta(seconds=expiry_s + FORGET_MARGIN_S)
+        forgotten = await forget(before=before)
+        if forgotten:
+            logger.info("forgot %d counted message id(s) older than %s", forgotten, before)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.module_loading import import_string
 
-from worker.consuming import TeamSpec, WorkerCounters, run_team
+from worker.consuming import TeamSpec, WorkerCounters, forget_counted_regularly, run_team
 from worker.progress import PendingProbe, RateMeter
 from worker.sender import DEFAULT_CHANNEL, DEFAULT_CHANNEL_LAYER
 
@@ -93,12 +93,16 @@ class Command(BaseCommand):
         )
         self.stdout.flush()
         reporter = asyncio.create_task(self._report(counters, probe, stop, progress_interval_s))
+        forgetter = asyncio.create_task(
+            forget_counted_regularly(expiry_s=float(getattr(layer, "expiry", 0)), stop=stop)
+        )
         try:
             spec = TeamSpec(channel=channel, team=team, consumers=consumers)
             await run_team(layer, spec, stop=stop, counters=counters)
         finally:
             stop.set()
             await reporter
+            await forgetter
             await probe.close()
             close = getattr(layer, "close", None)
             if close is not None:
@@ -107,7 +111,7 @@ class Command(BaseCommand):
                 loop.remove_signal_handler(signum)
         self.stdout.write(
             f"stopped: processed={counters.processed} invalid={counters.invalid} "
-            f"per consumer={counters.per_consumer}"
+            f"repeated={counters.repeated} per consumer={counters.per_consumer}"
         )
         self.stdout.flush()
 

@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import OperationalError
 from django.db.models import Sum
 from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -24,7 +25,13 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from streams_layer import RedisStreamsChannelLayer
 from tests.layer_helpers import sample_channel_layers
 from worker.aggregate import count_message, forget_counted
-from worker.consuming import TeamSpec, WorkerCounters, make_handler, run_team
+from worker.consuming import (
+    TeamSpec,
+    WorkerCounters,
+    forget_counted_regularly,
+    make_handler,
+    run_team,
+)
 from worker.models import CountedMessage, RequestStat
 from worker.records import make_record
 
@@ -159,6 +166,28 @@ def test_the_same_entry_of_another_channel_counts_and_old_records_are_forgotten(
     )
     assert forget_counted(before=timezone.now() - timedelta(days=1)) == 1
     assert list(CountedMessage.objects.values_list("channel", flat=True)) == ["statistic.other"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_forgetting_old_ids_survives_a_database_error_and_stops_on_request(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[datetime] = []
+
+    def failing(*, before: datetime) -> int:
+        calls.append(before)
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr("worker.consuming.forget_counted", failing)
+    stop = asyncio.Event()
+    forgetting = asyncio.create_task(
+        forget_counted_regularly(expiry_s=60.0, stop=stop, interval_s=0.05)
+    )
+    await wait_until(lambda: len(calls) >= 2, timeout_s=5)
+    stop.set()
+    await asyncio.wait_for(forgetting, 5)
+    assert "could not forget old counted message ids" in caplog.text
+    assert timezone.now() - calls[0] > timedelta(seconds=60)
 
 
 # -- the management command as real processes --------------------------------------------

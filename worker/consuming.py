@@ -16,6 +16,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer
+from django.db import DatabaseError
 from django.utils import timezone
 
 from streams_layer.team import default_consumer_name
@@ -151,8 +152,12 @@ async def forget_counted_regularly(
     forget = sync_to_async(forget_counted, thread_sensitive=True)
     while not stop.is_set():
         before = timezone.now() - timedelta(seconds=expiry_s + FORGET_MARGIN_S)
-        forgotten = await forget(before=before)
-        if forgotten:
-            logger.info("forgot %d counted message id(s) older than %s", forgotten, before)
+        try:
+            forgotten = await forget(before=before)
+        except DatabaseError as exc:  # tried again next time; counting goes on
+            logger.warning("could not forget old counted message ids: %s", exc)
+        else:
+            if forgotten:
+                logger.info("forgot %d counted message id(s) older than %s", forgotten, before)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)

@@ -25,13 +25,28 @@ DEFAULT_PORT = 8000
 ASGI_APP = "project.asgi:application"
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.5
+STOP_POLL_S = 0.05
 
 
 class StopRequestedError(Exception):
-    """Raised in the main thread when SIGINT or SIGTERM arrives."""
+    """Raised in the main thread when the first SIGINT or SIGTERM arrives."""
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
+class _Stopping:
+    """Whether a stop has begun, and whether a second signal asked to hurry it."""
+
+    begun = False
+    hurry = False
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """The first signal interrupts the main thread; later ones (a second Ctrl-C
+    while the children stop) make :func:`stop_all` kill them at once, rather
+    than raising in the middle of stopping them and leaving them running."""
+    if _Stopping.begun:
+        _Stopping.hurry = True
+        return
+    _Stopping.begun = True
     raise StopRequestedError(signal.Signals(signum).name)
 
 
@@ -50,18 +65,22 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every child still running, wait, then SIGKILL those that ignore it."""
+    """SIGTERM every child still running and wait for them; SIGKILL those still
+    running after STOP_TIMEOUT_S, or at once after a second signal."""
+    _Stopping.begun = True  # from here on a signal hurries the stop, never interrupts it
     for child in children:
         if child.poll() is None:
             child.terminate()
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            logger.warning("pid %d ignored SIGTERM; killing it", child.pid)
-            child.kill()
-            child.wait()
+    while any(child.poll() is None for child in children):
+        if _Stopping.hurry or time.monotonic() >= deadline:
+            for child in children:
+                if child.poll() is None:
+                    logger.warning("killing pid %d", child.pid)
+                    child.kill()
+                    child.wait()
+            return
+        time.sleep(STOP_POLL_S)
 
 
 def serve(redis_url: str, port: int) -> int:
@@ -92,8 +111,8 @@ def main() -> int:
     """Entry point of ``python -m project.run``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     port = int(os.environ.get("PORT", str(DEFAULT_PORT)))
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     server: RedisServer | None = None
     try:
         redis_url, server = ensure_redis()

@@ -43,7 +43,7 @@ from .config import (
     KEPT_CONNECTIONS_MAX,
 )
 from .exceptions import LayerConnectionError, RedisCommandError
-from .scripts import BY_SHA, Script
+from .scripts import BY_SHA, LOAD_ALL, Script
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class CommandBatcher:
             # closes it; exchange() reopens it after a fault.
             pool: Any = self._client.connection_pool
             self._conn = await pool.get_connection()
-        return await exchange(self._conn, commands)
+        return await exchange(self._conn, commands, on_connect=LOAD_ALL)
 
 
 async def _run_on_cluster(client: RedisCluster, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -349,9 +349,16 @@ class KeptConnections:
 
 
 async def exchange(
-    conn: Any, commands: Sequence[tuple[Any, ...]], *, blocking_s: float = 0.0
+    conn: Any,
+    commands: Sequence[tuple[Any, ...]],
+    *,
+    blocking_s: float = 0.0,
+    on_connect: Sequence[tuple[Any, ...]] = (),
 ) -> list[Any]:
     """Write ``commands`` in one go on ``conn`` and read their raw replies.
+
+    ``on_connect``: commands sent ahead of them when the connection had to be
+    opened (again) first; their replies are read and dropped.
 
     The layer's commands (scripts, stream reads, ZREM) need none of the reply
     callbacks, retries or per-command bookkeeping of redis-py's
@@ -366,17 +373,19 @@ async def exchange(
     streams); without them it falls back to ``send_packed_command``.
     """
     try:
-        packed = _pack(conn, commands)
         reader: Any = getattr(conn, "_reader", None)
         writer: Any = getattr(conn, "_writer", None)
         if writer is not None and _closed_by_peer(reader, writer):
             await conn.disconnect()
             writer = None
+        ahead: Sequence[tuple[Any, ...]] = ()
         if writer is None:
             # connect(), not send_packed_command's own connecting: a Sentinel
             # connection asks the sentinels for the master only in connect().
             await conn.connect()
             writer = getattr(conn, "_writer", None)
+            ahead = on_connect
+        packed = _pack(conn, [*ahead, *commands]) if ahead else _pack(conn, commands)
         if writer is not None and writer.transport.get_write_buffer_size() == 0:
             # Into an empty socket buffer a write never waits; redis-py's
             # send_packed_command wraps it in asyncio.wait_for, which on
@@ -385,7 +394,9 @@ async def exchange(
             writer.writelines(packed)
         else:
             await conn.send_packed_command(packed, check_health=False)
-        results = await _read_replies(conn, len(commands), blocking_s)
+        results = await _read_replies(conn, len(ahead) + len(commands), blocking_s)
+        if ahead:
+            results = results[len(ahead) :]
     except GeneratorExit:
         raise  # closed by the garbage collector with its loop gone: nothing to await
     except BaseException:

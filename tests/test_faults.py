@@ -475,3 +475,30 @@ async def test_soak_smoke_leaves_no_keys_behind(
     rows = (tmp_path / "soak.csv").read_text().splitlines()
     assert len(rows) > 5
     assert (tmp_path / "soak.svg").read_text().startswith("<svg")
+
+
+async def test_a_restarted_redis_gets_the_scripts_before_the_first_batch_needs_them(
+    own_redis: RedisServer,
+) -> None:
+    """A restart empties Redis's script cache. Were a batch refused with NOSCRIPT,
+    its scripts would run again after the commands that followed them in it (a
+    reordering); the batcher loads every script first on a new connection."""
+    layer = LayerFactory([own_redis.url], "noscript")()
+    admin = redis.asyncio.Redis.from_url(own_redis.url)
+    try:
+        receiver = await layer.new_channel()
+        await layer.send(receiver, {"type": "before"})
+        await asyncio.to_thread(own_redis.restart)
+        for _ in range(20):  # the first write may still meet the old socket
+            try:
+                await layer.send(receiver, {"type": "after"})
+                break
+            except StreamsLayerError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("no send succeeded after the restart")
+        errors = await admin.info("errorstats")
+        assert "errorstat_NOSCRIPT" not in errors, errors
+    finally:
+        await admin.aclose()
+        await layer.close()

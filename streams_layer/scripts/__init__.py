@@ -87,3 +87,11 @@ BY_SHA: dict[str, Script] = {
         TEAM_LEAVE,
     )
 }
+
+# Sent ahead of the first batch on every new batcher connection: a Redis that
+# restarted (or a new master after a failover) has no scripts cached, and
+# EVALSHA's NOSCRIPT retry would run the refused scripts after the commands
+# that followed them in the batch.
+LOAD_ALL: tuple[tuple[str, str, str], ...] = tuple(
+    ("SCRIPT", "LOAD", script.source) for script in BY_SHA.values()
+)

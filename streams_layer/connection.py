@@ -272,6 +272,10 @@ class CommandBatcher:
             # closes it; exchange() reopens it after a fault.
             pool: Any = self._client.connection_pool
             self._conn = await pool.get_connection()
+            # The pool hands it over connected: load the scripts here, as
+            # exchange() does on every later reconnect.
+            results = await exchange(self._conn, [*LOAD_ALL, *commands], on_connect=LOAD_ALL)
+            return results[len(LOAD_ALL) :]
         return await exchange(self._conn, commands, on_connect=LOAD_ALL)
 
 

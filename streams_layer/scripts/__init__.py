@@ -89,9 +89,10 @@ BY_SHA: dict[str, Script] = {
 }
 
 # Sent ahead of the first batch on every new batcher connection: a Redis that
-# restarted (or a new master after a failover) has no scripts cached, and
-# EVALSHA's NOSCRIPT retry would run the refused scripts after the commands
-# that followed them in the batch.
+# is new, restarted, or a new master after a failover has no scripts cached,
+# and EVALSHA's NOSCRIPT retry would run the refused scripts after the
+# commands that followed them in the batch (or after a batch that another
+# client's EVAL made succeed in between).
 LOAD_ALL: tuple[tuple[str, str, str], ...] = tuple(
     ("SCRIPT", "LOAD", script.source) for script in BY_SHA.values()
 )

@@ -153,8 +153,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=error_frame(str(exc), ref=exc.ref))
             return
         if not self.bucket.try_acquire():
-            refusal = error_frame("rate limit exceeded; message not sent", ref=frame.ref)
-            await self.send(text_data=refusal)
+            reason = "rate limit exceeded; message not sent"
+            await self.send(text_data=error_frame(reason, ref=frame.ref))
             return
         try:
             await self.layer.group_send_recorded(
@@ -162,8 +162,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except StreamsLayerError as exc:
             logger.warning("room %s: message not recorded: %s", self.room, exc)
-            refusal = error_frame("the room is unavailable; message not sent", ref=frame.ref)
-            await self.send(text_data=refusal)
+            reason = "the room is unavailable; message not sent"
+            await self.send(text_data=error_frame(reason, ref=frame.ref))
             return
         if frame.ref is not None:
             await self.send(text_data=sent_frame(frame.ref))

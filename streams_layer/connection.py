@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 Client = aioredis.Redis | RedisCluster
 CLUSTER_SCHEMES = {"redis+cluster://": "redis://", "rediss+cluster://": "rediss://"}
 NETWORK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# The attribute exchange() marks a connection with: the socket (its writer)
+# that already carried the connection's ``on_connect`` commands.
+_PRELUDE_SENT_ON = "_streams_layer_prelude_sent_on"
 SCAN_COUNT = 1000
 
 
@@ -272,10 +275,6 @@ class CommandBatcher:
             # closes it; exchange() reopens it after a fault.
             pool: Any = self._client.connection_pool
             self._conn = await pool.get_connection()
-            # The pool hands it over connected: load the scripts here, as
-            # exchange() does on every later reconnect.
-            results = await exchange(self._conn, [*LOAD_ALL, *commands], on_connect=LOAD_ALL)
-            return results[len(LOAD_ALL) :]
         return await exchange(self._conn, commands, on_connect=LOAD_ALL)
 
 
@@ -361,8 +360,9 @@ async def exchange(
 ) -> list[Any]:
     """Write ``commands`` in one go on ``conn`` and read their raw replies.
 
-    ``on_connect``: commands sent ahead of them when the connection had to be
-    opened (again) first; their replies are read and dropped.
+    ``on_connect``: commands sent ahead of them on the first exchange over
+    each socket of ``conn`` (the one the pool opened, and every reopened
+    one); their replies are read and dropped.
 
     The layer's commands (scripts, stream reads, ZREM) need none of the reply
     callbacks, retries or per-command bookkeeping of redis-py's
@@ -382,13 +382,13 @@ async def exchange(
         if writer is not None and _closed_by_peer(reader, writer):
             await conn.disconnect()
             writer = None
-        ahead: Sequence[tuple[Any, ...]] = ()
         if writer is None:
             # connect(), not send_packed_command's own connecting: a Sentinel
             # connection asks the sentinels for the master only in connect().
             await conn.connect()
             writer = getattr(conn, "_writer", None)
-            ahead = on_connect
+        fresh = bool(on_connect) and getattr(conn, _PRELUDE_SENT_ON, None) is not writer
+        ahead: Sequence[tuple[Any, ...]] = on_connect if fresh else ()
         packed = _pack(conn, [*ahead, *commands]) if ahead else _pack(conn, commands)
         if writer is not None and writer.transport.get_write_buffer_size() == 0:
             # Into an empty socket buffer a write never waits; redis-py's
@@ -400,6 +400,7 @@ async def exchange(
             await conn.send_packed_command(packed, check_health=False)
         results = await _read_replies(conn, len(ahead) + len(commands), blocking_s)
         if ahead:
+            setattr(conn, _PRELUDE_SENT_ON, writer)
             results = results[len(ahead) :]
     except GeneratorExit:
         raise  # closed by the garbage collector with its loop gone: nothing to await

@@ -42,7 +42,10 @@ def chat_settings(settings: SettingsWrapper, redis_url: str, prefix: str) -> Set
 
 @pytest.fixture
 async def closing_layer(chat_settings: SettingsWrapper) -> AsyncIterator[None]:
-    """Close the test's layer (and its connections) before the event loop goes away."""
+    """Close the test's layer (and its connections) before the event loop goes away.
+
+    A test may set its own ``settings.CHANNEL_LAYERS``: the layer closed is
+    the one in use when it ends."""
     yield
     layer = get_channel_layer()
     if layer is not None:
@@ -293,26 +296,22 @@ async def test_resume_while_messages_keep_arriving_skips_none_and_repeats_none()
 
 
 @consumer_db
+@pytest.mark.usefixtures("closing_layer")
 async def test_resume_beyond_the_history_window_reports_a_gap(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
     settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix, history_size=5)
     settings.CHAT_RATE_LIMIT_BURST = 100
-    try:
-        alice = await join("gap")
-        sent = await say_and_collect(alice, [f"g{n}" for n in range(10)])
-        bob = await join("gap", after=sent[0]["id"])
-        gap = await bob.frame()
-        assert gap.get("gap") is True
-        assert "error" in gap
-        assert await bob.messages_until(5) == sent[5:]
-        await bob.assert_quiet()
-        await alice.leave()
-        await bob.leave()
-    finally:
-        layer = get_channel_layer()
-        assert layer is not None
-        await layer.close()
+    alice = await join("gap")
+    sent = await say_and_collect(alice, [f"g{n}" for n in range(10)])
+    bob = await join("gap", after=sent[0]["id"])
+    gap = await bob.frame()
+    assert gap.get("gap") is True
+    assert "error" in gap
+    assert await bob.messages_until(5) == sent[5:]
+    await bob.assert_quiet()
+    await alice.leave()
+    await bob.leave()
 
 
 @consumer_db
@@ -379,57 +378,49 @@ async def test_a_message_with_a_ref_is_confirmed_or_refused_by_that_ref() -> Non
 
 
 @consumer_db
+@pytest.mark.usefixtures("closing_layer")
 async def test_rate_limit_refuses_a_flood(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
     settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix)
     settings.CHAT_RATE_LIMIT_PER_SECOND = 0.1
     settings.CHAT_RATE_LIMIT_BURST = 3
-    try:
-        alice, bob = await join("flood"), await join("flood")
-        for number in range(8):
-            await alice.say(f"spam {number}")
-        frames = await alice.frames(8)
-        errors = [frame for frame in frames if "error" in frame]
-        messages = [frame for frame in frames if "message" in frame]
-        assert len(errors) == 5
-        assert all("rate limit" in frame["error"] for frame in errors)
-        # A refusal names the message it refuses, when the client numbered it.
-        await alice.ws.send_to(text_data=json.dumps({"message": "spam 8", "ref": 8}))
-        assert await alice.frame() == {"error": errors[0]["error"], "ref": 8}
-        assert [frame["message"] for frame in messages] == ["spam 0", "spam 1", "spam 2"]
-        assert [f["message"] for f in await bob.messages_until(3)] == ["spam 0", "spam 1", "spam 2"]
-        await bob.assert_quiet()
-        # Another connection has its own bucket.
-        await bob.say("still allowed")
-        assert (await alice.messages_until(1))[0]["message"] == "still allowed"
-        await alice.leave()
-        await bob.leave()
-    finally:
-        layer = get_channel_layer()
-        assert layer is not None
-        await layer.close()
+    alice, bob = await join("flood"), await join("flood")
+    for number in range(8):
+        await alice.say(f"spam {number}")
+    frames = await alice.frames(8)
+    errors = [frame for frame in frames if "error" in frame]
+    messages = [frame for frame in frames if "message" in frame]
+    assert len(errors) == 5
+    assert all("rate limit" in frame["error"] for frame in errors)
+    # A refusal names the message it refuses, when the client numbered it.
+    await alice.ws.send_to(text_data=json.dumps({"message": "spam 8", "ref": 8}))
+    assert await alice.frame() == {"error": errors[0]["error"], "ref": 8}
+    assert [frame["message"] for frame in messages] == ["spam 0", "spam 1", "spam 2"]
+    assert [f["message"] for f in await bob.messages_until(3)] == ["spam 0", "spam 1", "spam 2"]
+    await bob.assert_quiet()
+    # Another connection has its own bucket.
+    await bob.say("still allowed")
+    assert (await alice.messages_until(1))[0]["message"] == "still allowed"
+    await alice.leave()
+    await bob.leave()
 
 
 @consumer_db
+@pytest.mark.usefixtures("closing_layer")
 async def test_message_while_redis_is_down_gets_an_error_frame(
     settings: SettingsWrapper, own_redis: RedisServer, prefix: str
 ) -> None:
     settings.CHANNEL_LAYERS = sample_channel_layers(own_redis.url, prefix)
-    try:
-        alice = await join("outage")
-        await alice.assert_quiet()  # the (empty) history has been read
-        own_redis.stop()
-        await alice.ws.send_to(text_data=json.dumps({"message": "anyone there?", "ref": 3}))
-        reply = await alice.frame()
-        assert set(reply) == {"error", "ref"}
-        assert reply["ref"] == 3
-        assert "unavailable" in reply["error"]
-        await alice.leave()
-    finally:
-        layer = get_channel_layer()
-        assert layer is not None
-        await layer.close()
+    alice = await join("outage")
+    await alice.assert_quiet()  # the (empty) history has been read
+    own_redis.stop()
+    await alice.ws.send_to(text_data=json.dumps({"message": "anyone there?", "ref": 3}))
+    reply = await alice.frame()
+    assert set(reply) == {"error", "ref"}
+    assert reply["ref"] == 3
+    assert "unavailable" in reply["error"]
+    await alice.leave()
 
 
 @pytest.mark.usefixtures("closing_layer")
@@ -459,21 +450,18 @@ async def test_an_after_beyond_a_stream_id_is_reported_and_recent_history_sent()
 
 
 @consumer_db
+@pytest.mark.usefixtures("closing_layer")
 async def test_a_socket_open_longer_than_group_expiry_keeps_receiving(
     settings: SettingsWrapper, redis_url: str, prefix: str
 ) -> None:
     settings.CHANNEL_LAYERS = sample_channel_layers(redis_url, prefix, group_expiry=2)
-    settings.CHAT_RATE_LIMIT_PER_SECOND = 1000.0
-    try:
-        alice = await join("renewed")
-        await asyncio.sleep(3.5)  # past group_expiry: renewed after 1 s, 2 s, 3 s
-        bob = await join("renewed")
-        await bob.say("still here?")
-        assert (await alice.messages_until(1))[0]["message"] == "still here?"
-        await alice.leave()
-        await bob.leave()
-    finally:
-        await get_channel_layer().close()
+    alice = await join("renewed")
+    await asyncio.sleep(3.5)  # past group_expiry: renewed after 1 s, 2 s, 3 s
+    bob = await join("renewed")
+    await bob.say("still here?")
+    assert (await alice.messages_until(1))[0]["message"] == "still here?"
+    await alice.leave()
+    await bob.leave()
 
 
 @consumer_db

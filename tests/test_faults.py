@@ -29,6 +29,7 @@ import redis.asyncio
 from bench import soak
 from devtools.redis_servers import RedisServer
 from streams_layer.exceptions import StreamsLayerError
+from streams_layer.scripts import LOAD_ALL
 from tests.layer_helpers import LayerFactory
 
 FLOWS = ("specific", "group", "normal")
@@ -487,8 +488,12 @@ async def test_a_restarted_redis_gets_the_scripts_before_the_first_batch_needs_t
     admin = redis.asyncio.Redis.from_url(own_redis.url)
     try:
         receiver = await layer.new_channel()
-        await layer.send(receiver, {"type": "before"})  # a new Redis: nothing cached either
+        for _ in range(3):
+            await layer.send(receiver, {"type": "before"})  # a new Redis: nothing cached either
         assert "errorstat_NOSCRIPT" not in await admin.info("errorstats")
+        # Loaded once per socket, not with every batch.
+        loads = (await admin.info("commandstats"))["cmdstat_script|load"]["calls"]
+        assert loads == len(LOAD_ALL)
         await asyncio.to_thread(own_redis.restart)
         await admin.connection_pool.disconnect()  # its connection died with the server
         for _ in range(20):  # the first write may still meet the old socket

@@ -88,6 +88,13 @@ GROUP_CACHE_MIN_MEMBERS = 32
 # keeps at most (about 100 bytes a member): past either, it starts afresh.
 GROUP_CACHE_SIZE = 1024
 GROUP_CACHE_MEMBERS = 100_000
+# An inbox reader keeps reading this long after its loop's last waiting
+# receive() returned, once that loop has waited in receive() twice (a
+# consumer's receive loop, not one async_to_sync call): the next read is
+# then already waiting in Redis when the next message comes. Stopping and
+# restarting the reader between the receives of a two-process ping-pong
+# made the round trip about a third longer.
+READER_LINGER_S = 1.0
 # Capacity freed by receive() is returned to Redis at most this late, so one
 # script call carries the capacity of many received messages.
 GIVE_BACK_DELAY_S = 0.005

@@ -3,8 +3,10 @@
 Every process-specific channel of a layer instance lives in one stream, its
 inbox, so one blocking ``XREADGROUP`` serves all of them (and on a cluster a
 blocking read never spans slots). The reader demultiplexes entries into
-:class:`~streams_layer.mailbox.Mailboxes` and stops when nobody on its loop
-is receiving.
+:class:`~streams_layer.mailbox.Mailboxes`. Once nobody on its loop
+receives, it stops: at once if the loop waited in ``receive()`` only once,
+else a while after the last receive (``_LoopState.reader_wanted`` in
+layer.py).
 
 The inbox's consumer group is read with ``NOACK``: the group's
 last-delivered ID moves atomically with each read, which lets the send script
@@ -234,10 +236,11 @@ class InboxReader:
             self._sweep_if_due()
             if not entries and not len(self._mailboxes):
                 await self._reset_counts_if_empty()
-            # Let the receivers just woken run first: if they were the last
-            # ones, the reader stops here instead of starting another blocking
-            # read that would hold up the loop's shutdown (asyncio.run,
-            # async_to_sync) for up to block_ms.
+            # Let the receivers just woken run first: what they send goes
+            # out ahead of the next read, and if they were the last ones and
+            # their loop does not keep the reader going (see
+            # _LoopState.reader_wanted in layer.py), the reader stops here
+            # instead of starting another blocking read.
             await asyncio.sleep(0)
         self._mailboxes.wake_all()
 

@@ -29,6 +29,7 @@ from .config import (
     GIVE_BACK_EAGER_SHARE,
     GIVE_BACK_RETRY_S,
     GROUP_READ_FIELD,
+    READER_LINGER_S,
     build_config,
 )
 from .connection import NETWORK_ERRORS, ServerClock, ShardSet, scan_keys, translate
@@ -136,6 +137,10 @@ class _LoopState:
         self.shards = ShardSet(layer.config.hosts)
         self.clock = ServerClock()
         self.active_receives = 0
+        # How often receive() waited for the reader on this loop, and when
+        # the last such wait ended (see reader_wanted).
+        self.waits = 0
+        self.last_wait_ended = 0.0
         self.pending_tasks: set[asyncio.Task[Any]] = set()
         self.give_back_timer: asyncio.Handle | None = None
         # Whether give_back_timer is the GIVE_BACK_DELAY_S one (an earlier one may replace it).
@@ -153,7 +158,7 @@ class _LoopState:
             mailboxes=layer.mailboxes,
             ledger=layer._read_ledger,
             clock=self.clock,
-            wanted=lambda: self.active_receives > 0,
+            wanted=self.reader_wanted,
             on_dropped=layer._dropped,
             on_group_read=layer._group_read,
             capacity_of=layer.get_capacity,
@@ -166,6 +171,14 @@ class _LoopState:
             names=layer._consumer_names,
             clock=self.clock,
         )
+
+    def reader_wanted(self) -> bool:
+        """Whether the inbox reader should go on reading: a receive() waits,
+        or this loop waits in receive() again and again and the last wait
+        ended less than READER_LINGER_S ago (see config.READER_LINGER_S)."""
+        if self.active_receives:
+            return True
+        return self.waits > 1 and time.monotonic() - self.last_wait_ended < READER_LINGER_S
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -427,6 +440,8 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
                     message = mailboxes.take(channel)
             finally:
                 state.active_receives -= 1
+                state.waits += 1
+                state.last_wait_ended = time.monotonic()
         if mailboxes.expired:
             self._collect_expired()
         consumed = self._consumed.add(channel, 1)

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio
 from asgiref.sync import async_to_sync
 
+import streams_layer.layer
 from devtools.redis_servers import RedisServer
 from streams_layer.exceptions import StreamsLayerError
 from streams_layer.inbox import READER_CONSUMER, READER_GROUP
@@ -232,6 +233,38 @@ def test_an_inbox_entry_handed_to_a_read_cancelled_with_its_loop_reaches_the_nex
         assert _run_in_thread(next_loop) == 1
     finally:
         _run_in_thread(layer.close_pools)
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_reader_of_a_receive_loop_reads_ahead_between_receives_then_stops(
+    make_layer: LayerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its loop has waited in receive() twice, the inbox reader keeps a
+    read waiting in Redis between receives: a message sent while no receive
+    waits reaches the local buffer. It stops READER_LINGER_S after the last
+    receive, and a loop that waited once does not keep it."""
+    monkeypatch.setattr(streams_layer.layer, "READER_LINGER_S", 0.3)
+    once, loop_layer = make_layer(block_ms=100), make_layer(block_ms=100)
+    for layer, waits in ((once, 1), (loop_layer, 2)):
+        channel = await layer.new_channel()
+        for n in range(waits):
+            await layer.send(channel, {"type": "x", "n": n})
+            assert (await receive_within(layer, channel))["n"] == n
+        await layer.send(channel, {"type": "x", "n": waits})
+        if waits == 1:
+            await asyncio.sleep(0.3)
+            assert layer.mailboxes.queued(channel) == 0  # left in Redis
+        else:
+            await _until(lambda: layer.mailboxes.queued(channel) == 1)  # noqa: B023
+            reader = layer._state().reader._task
+            await _until(reader.done, 0.3 + 0.1 + 2.0)
+        assert (await receive_within(layer, channel))["n"] == waits
 
 
 async def test_layer_built_outside_a_loop_works_in_this_loop(

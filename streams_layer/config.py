@@ -47,6 +47,10 @@ DEFAULT_SOCKET_TIMEOUT_S = 10.0
 # How late Redis may end a blocking read: timeouts are checked on its cron
 # tick (hz 10: every 100 ms; measured: BLOCK 240 returned after 0.30 s).
 BLOCK_LATE_S = 0.25
+# Reads in flight are checked against their deadlines (socket_timeout, plus
+# the block time of a blocking read) this often: a read that hangs ends at
+# most this late (connection.ReadDeadlines).
+DEADLINE_CHECK_S = 0.05
 # A blocking read whose reply redis-py reads blocks at most this share of the
 # socket timeout (connection.capped_block_ms).
 BLOCK_TIMEOUT_SHARE = 0.5

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 import redis.asyncio
 
 from devtools.redis_servers import RedisServer
+from streams_layer.config import BLOCK_LATE_S, DEADLINE_CHECK_S
 from streams_layer.connection import CommandBatcher, exchange, make_client, stream_entries
 from streams_layer.exceptions import RedisCommandError
 
@@ -123,4 +125,37 @@ async def test_a_connection_that_meets_readonly_is_opened_again(own_redis: Redis
             assert await batcher.call("SET", "k", "v") in (True, b"OK")
     finally:
         await admin.aclose()
+        await client.aclose()
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_a_read_from_a_frozen_server_times_out_at_its_deadline(
+    own_redis: RedisServer, blocking: bool
+) -> None:
+    """A command, or a blocking read past its block time, that gets no reply
+    ends with a timeout once socket_timeout (plus the block time) has passed,
+    and the connection works again once the server does."""
+    timeout_s, block_s = 0.4, 0.3
+    client = make_client({"address": own_redis.url, "socket_timeout": timeout_s})
+    assert isinstance(client, redis.asyncio.Redis)
+    pool: Any = client.connection_pool
+    conn = await pool.get_connection()
+    command = (
+        ("XREAD", "BLOCK", int(block_s * 1000), "STREAMS", "s", "$") if blocking else ("PING",)
+    )
+    expected_s = timeout_s + (block_s + BLOCK_LATE_S if blocking else 0)
+    try:
+        await exchange(conn, [("PING",)])
+        await asyncio.to_thread(own_redis.pause)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError, match="Timeout reading"):
+                await exchange(conn, [command], blocking_s=block_s if blocking else 0.0)
+            waited = time.monotonic() - started
+        finally:
+            await asyncio.to_thread(own_redis.resume)
+        assert expected_s <= waited < expected_s + DEADLINE_CHECK_S + 0.3, waited
+        assert await exchange(conn, [("PING",)]) in ([True], [b"PONG"])
+    finally:
+        await pool.release(conn)
         await client.aclose()

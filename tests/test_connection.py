@@ -159,3 +159,38 @@ async def test_a_read_from_a_frozen_server_times_out_at_its_deadline(
     finally:
         await pool.release(conn)
         await client.aclose()
+
+
+async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_deadline(
+    own_redis: RedisServer,
+) -> None:
+    """One timer watches every read of a loop: a command that hangs while a
+    long blocking read is in flight ends at its own deadline, not the read's."""
+    timeout_s = 0.4
+    client = make_client({"address": own_redis.url, "socket_timeout": timeout_s})
+    assert isinstance(client, redis.asyncio.Redis)
+    pool: Any = client.connection_pool
+    blocked, hanging = await pool.get_connection(), await pool.get_connection()
+    try:
+        await exchange(hanging, [("PING",)])
+        long_read = asyncio.ensure_future(
+            exchange(blocked, [("XREAD", "BLOCK", 5000, "STREAMS", "s", "$")], blocking_s=5.0)
+        )
+        # Past the first PING's deadline: the timer now waits for the
+        # blocking read's, 5.65 s after it started.
+        await asyncio.sleep(timeout_s + 0.2)
+        await asyncio.to_thread(own_redis.pause)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await exchange(hanging, [("PING",)])
+            waited = time.monotonic() - started
+        finally:
+            await asyncio.to_thread(own_redis.resume)
+        assert timeout_s <= waited < timeout_s + DEADLINE_CHECK_S + 0.3, waited
+        long_read.cancel()
+        await asyncio.gather(long_read, return_exceptions=True)
+    finally:
+        await pool.release(blocked)
+        await pool.release(hanging)
+        await client.aclose()

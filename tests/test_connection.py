@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,14 +19,25 @@ from streams_layer.connection import CommandBatcher, exchange, make_client, stre
 from streams_layer.exceptions import RedisCommandError
 
 
+@contextlib.asynccontextmanager
+async def pooled_connections(url: str, count: int = 1, **options: Any) -> AsyncIterator[list[Any]]:
+    """``count`` connections from a standalone client's pool, handed back at the end."""
+    client = make_client({"address": url, **options})
+    assert isinstance(client, redis.asyncio.Redis)
+    pool: Any = client.connection_pool
+    conns = [await pool.get_connection() for _ in range(count)]
+    try:
+        yield conns
+    finally:
+        for conn in conns:
+            await pool.release(conn)
+        await client.aclose()
+
+
 async def test_exchange_returns_raw_replies_and_error_replies_in_order(
     own_redis: RedisServer,
 ) -> None:
-    client = make_client({"address": own_redis.url})
-    assert isinstance(client, redis.asyncio.Redis)
-    pool: Any = client.connection_pool
-    conn = await pool.get_connection()
-    try:
+    async with pooled_connections(own_redis.url) as (conn,):
         replies = await exchange(
             conn,
             [("SET", "k", "v"), ("INCR", "k"), ("GET", "k"), ("XADD", "s", "*", "f", "x")],
@@ -35,9 +48,6 @@ async def test_exchange_returns_raw_replies_and_error_replies_in_order(
         assert isinstance(replies[3], bytes)
         read = await exchange(conn, [("XREAD", "COUNT", 5, "STREAMS", "s", "0")])
         assert stream_entries(read[0]) == [(replies[3], {b"f": b"x"})]
-    finally:
-        await pool.release(conn)
-        await client.aclose()
 
 
 async def test_a_held_connection_killed_by_the_server_is_opened_again(
@@ -136,15 +146,11 @@ async def test_a_read_from_a_frozen_server_times_out_at_its_deadline(
     ends with a timeout once socket_timeout (plus the block time) has passed,
     and the connection works again once the server does."""
     timeout_s, block_s = 0.4, 0.3
-    client = make_client({"address": own_redis.url, "socket_timeout": timeout_s})
-    assert isinstance(client, redis.asyncio.Redis)
-    pool: Any = client.connection_pool
-    conn = await pool.get_connection()
     command = (
         ("XREAD", "BLOCK", int(block_s * 1000), "STREAMS", "s", "$") if blocking else ("PING",)
     )
     expected_s = timeout_s + (block_s + BLOCK_LATE_S if blocking else 0)
-    try:
+    async with pooled_connections(own_redis.url, socket_timeout=timeout_s) as (conn,):
         await exchange(conn, [("PING",)])
         await asyncio.to_thread(own_redis.pause)
         try:
@@ -156,9 +162,6 @@ async def test_a_read_from_a_frozen_server_times_out_at_its_deadline(
             await asyncio.to_thread(own_redis.resume)
         assert expected_s <= waited < expected_s + DEADLINE_CHECK_S + 0.3, waited
         assert await exchange(conn, [("PING",)]) in ([True], [b"PONG"])
-    finally:
-        await pool.release(conn)
-        await client.aclose()
 
 
 async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_deadline(
@@ -167,11 +170,8 @@ async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_
     """One timer watches every read of a loop: a command that hangs while a
     long blocking read is in flight ends at its own deadline, not the read's."""
     timeout_s = 0.4
-    client = make_client({"address": own_redis.url, "socket_timeout": timeout_s})
-    assert isinstance(client, redis.asyncio.Redis)
-    pool: Any = client.connection_pool
-    blocked, hanging = await pool.get_connection(), await pool.get_connection()
-    try:
+    async with pooled_connections(own_redis.url, 2, socket_timeout=timeout_s) as conns:
+        blocked, hanging = conns
         await exchange(hanging, [("PING",)])
         long_read = asyncio.ensure_future(
             exchange(blocked, [("XREAD", "BLOCK", 5000, "STREAMS", "s", "$")], blocking_s=5.0)
@@ -190,7 +190,3 @@ async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_
         assert timeout_s <= waited < timeout_s + DEADLINE_CHECK_S + 0.3, waited
         long_read.cancel()
         await asyncio.gather(long_read, return_exceptions=True)
-    finally:
-        await pool.release(blocked)
-        await pool.release(hanging)
-        await client.aclose()

@@ -676,6 +676,10 @@ class RedisStreamsChannelLayer(BaseChannelLayer):
     async def flush(self) -> None:
         """Delete every key under ``prefix`` (SCAN + UNLINK, every master) and local buffers."""
         state = self._state()
+        for each in list(self._states.values()):
+            # A reader reading ahead would open its deleted inbox again; the
+            # loop's next receive() starts one.
+            each.waits = 0
         for client in state.shards.clients:
             try:
                 await _unlink_own_keys(client, self.keys)

@@ -272,6 +272,22 @@ async def test_flush_removes_every_key_under_prefix(
     assert await receives_nothing(layer, channel)
 
 
+async def test_flush_ends_a_read_ahead_instead_of_opening_the_inbox_again(
+    layer: Any, prefix: str, redis_client: redis.asyncio.Redis
+) -> None:
+    """After two receives the inbox reader reads ahead; flush() deletes its
+    inbox under it, and the reader stops rather than create the inbox again."""
+    channel = await layer.new_channel()
+    for n in range(2):
+        await layer.send(channel, {"type": "x", "n": n})
+        assert (await receive_within(layer, channel))["n"] == n
+    await layer.flush()
+    await asyncio.sleep(0.3)
+    assert await keys_under(redis_client, prefix) == []
+    await layer.send(channel, {"type": "x", "n": 2})
+    assert (await receive_within(layer, channel))["n"] == 2
+
+
 async def test_flush_leaves_keys_of_other_prefixes(
     make_layer: LayerFactory, prefix: str, redis_client: redis.asyncio.Redis
 ) -> None:

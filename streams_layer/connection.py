@@ -498,6 +498,10 @@ class ReadDeadlines:
     def finish(self, read: int) -> bool:
         """Stop watching a read; whether its deadline passed (its socket was aborted)."""
         if self._due.pop(read, None) is not None or read not in self._expired:
+            if not self._due and self._timer is not None:
+                # A pending timer holds the loop: a closed loop would stay in memory.
+                self._timer.cancel()
+                self._timer = None
             return False
         self._expired.remove(read)
         return True

@@ -47,10 +47,6 @@ DEFAULT_SOCKET_TIMEOUT_S = 10.0
 # How late Redis may end a blocking read: timeouts are checked on its cron
 # tick (hz 10: every 100 ms; measured: BLOCK 240 returned after 0.30 s).
 BLOCK_LATE_S = 0.25
-# A read that gets no reply by its deadline (socket_timeout, plus the block
-# time of a blocking read) ends at most this much later
-# (connection.ReadDeadlines).
-DEADLINE_CHECK_S = 0.05
 # A blocking read whose reply redis-py reads blocks at most this share of the
 # socket timeout (connection.capped_block_ms).
 BLOCK_TIMEOUT_SHARE = 0.5

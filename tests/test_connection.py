@@ -14,9 +14,12 @@ import pytest
 import redis.asyncio
 
 from devtools.redis_servers import RedisServer
-from streams_layer.config import BLOCK_LATE_S, DEADLINE_CHECK_S
+from streams_layer.config import BLOCK_LATE_S
 from streams_layer.connection import CommandBatcher, exchange, make_client, stream_entries
 from streams_layer.exceptions import RedisCommandError
+
+# How late a timed-out read may end on a loaded machine.
+TIMEOUT_SLACK_S = 0.35
 
 
 @contextlib.asynccontextmanager
@@ -160,15 +163,15 @@ async def test_a_read_from_a_frozen_server_times_out_at_its_deadline(
             waited = time.monotonic() - started
         finally:
             await asyncio.to_thread(own_redis.resume)
-        assert expected_s <= waited < expected_s + DEADLINE_CHECK_S + 0.3, waited
+        assert expected_s <= waited < expected_s + TIMEOUT_SLACK_S, waited
         assert await exchange(conn, [("PING",)]) in ([True], [b"PONG"])
 
 
 async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_deadline(
     own_redis: RedisServer,
 ) -> None:
-    """One timer watches every read of a loop: a command that hangs while a
-    long blocking read is in flight ends at its own deadline, not the read's."""
+    """A command that hangs while a long blocking read is in flight on
+    another connection ends at its own deadline, not the read's."""
     timeout_s = 0.4
     async with pooled_connections(own_redis.url, 2, socket_timeout=timeout_s) as conns:
         blocked, hanging = conns
@@ -176,17 +179,19 @@ async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_
         long_read = asyncio.ensure_future(
             exchange(blocked, [("XREAD", "BLOCK", 5000, "STREAMS", "s", "$")], blocking_s=5.0)
         )
-        # Past the first PING's deadline: the timer now waits for the
-        # blocking read's, 5.65 s after it started.
-        await asyncio.sleep(timeout_s + 0.2)
-        await asyncio.to_thread(own_redis.pause)
         try:
-            started = time.monotonic()
-            with pytest.raises(redis.exceptions.TimeoutError):
-                await exchange(hanging, [("PING",)])
-            waited = time.monotonic() - started
+            # Past the first PING's deadline; the blocking read is due 5.65 s
+            # after it started.
+            await asyncio.sleep(timeout_s + 0.2)
+            await asyncio.to_thread(own_redis.pause)
+            try:
+                started = time.monotonic()
+                with pytest.raises(redis.exceptions.TimeoutError):
+                    await exchange(hanging, [("PING",)])
+                waited = time.monotonic() - started
+            finally:
+                await asyncio.to_thread(own_redis.resume)
+            assert timeout_s <= waited < timeout_s + TIMEOUT_SLACK_S, waited
         finally:
-            await asyncio.to_thread(own_redis.resume)
-        assert timeout_s <= waited < timeout_s + DEADLINE_CHECK_S + 0.3, waited
-        long_read.cancel()
-        await asyncio.gather(long_read, return_exceptions=True)
+            long_read.cancel()
+            await asyncio.gather(long_read, return_exceptions=True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -265,6 +267,18 @@ async def test_the_reader_of_a_receive_loop_reads_ahead_between_receives_then_st
             reader = layer._state().reader._task
             await _until(reader.done, 0.3 + 0.1 + 2.0)
         assert (await receive_within(layer, channel))["n"] == waits
+
+
+def test_an_event_loop_the_layer_used_is_freed_once_closed(redis_url: str, prefix: str) -> None:
+    """Nothing of the layer keeps a closed loop (and its connections) alive."""
+    layer = layer_class()(hosts=[redis_url], prefix=prefix)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(layer.send("freed", {"type": "x"}))
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert closed() is None
 
 
 async def test_layer_built_outside_a_loop_works_in_this_loop(

@@ -120,6 +120,11 @@ class ReadLedger:
         with self._lock:
             self._running -= 1
 
+    @property
+    def others_running(self) -> bool:
+        """Whether readers of other loops run besides the calling one."""
+        return self._running > 1
+
     def take_recovery(self) -> bool:
         """Whether the calling reader should fetch what lost reads were handed."""
         with self._lock:

@@ -137,6 +137,7 @@ class _LoopState:
         self.shards = ShardSet(layer.config.hosts)
         self.clock = ServerClock()
         self.active_receives = 0
+        self.ledger = layer._read_ledger
         # How often receive() waited for the reader on this loop, and when
         # the last such wait ended (see reader_wanted).
         self.waits = 0
@@ -156,7 +157,7 @@ class _LoopState:
             config=layer.config,
             codec=layer.codec,
             mailboxes=layer.mailboxes,
-            ledger=layer._read_ledger,
+            ledger=self.ledger,
             clock=self.clock,
             wanted=self.reader_wanted,
             on_dropped=layer._dropped,
@@ -175,10 +176,19 @@ class _LoopState:
     def reader_wanted(self) -> bool:
         """Whether the inbox reader should go on reading: a receive() waits,
         or this loop waits in receive() again and again and the last wait
-        ended less than READER_LINGER_S ago (see config.READER_LINGER_S)."""
+        ended less than READER_LINGER_S ago (see config.READER_LINGER_S).
+
+        Not while readers of other loops of the instance run: a loop that
+        ends cancels its reader's read, and what Redis may have handed that
+        read is given up when another reader runs (inbox.ReadLedger).
+        """
         if self.active_receives:
             return True
-        return self.waits > 1 and time.monotonic() - self.last_wait_ended < READER_LINGER_S
+        return (
+            self.waits > 1
+            and time.monotonic() - self.last_wait_ended < READER_LINGER_S
+            and not self.ledger.others_running
+        )
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

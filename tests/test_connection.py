@@ -167,7 +167,7 @@ async def test_a_read_from_a_frozen_server_times_out_at_its_deadline(
         assert await exchange(conn, [("PING",)]) in ([True], [b"PONG"])
 
 
-async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_deadline(
+async def test_a_hanging_command_times_out_at_its_own_deadline_beside_a_long_blocking_read(
     own_redis: RedisServer,
 ) -> None:
     """A command that hangs while a long blocking read is in flight on
@@ -180,8 +180,8 @@ async def test_a_read_due_before_one_already_watched_still_times_out_at_its_own_
             exchange(blocked, [("XREAD", "BLOCK", 5000, "STREAMS", "s", "$")], blocking_s=5.0)
         )
         try:
-            # Past the first PING's deadline; the blocking read is due 5.65 s
-            # after it started.
+            # The blocking read is due 5.65 s after it started; the PING's
+            # own timeout is what must end it.
             await asyncio.sleep(timeout_s + 0.2)
             await asyncio.to_thread(own_redis.pause)
             try:

@@ -269,6 +269,36 @@ async def test_the_reader_of_a_receive_loop_reads_ahead_between_receives_then_st
         assert (await receive_within(layer, channel))["n"] == waits
 
 
+async def test_no_read_ahead_while_another_loop_of_the_instance_reads(
+    make_layer: LayerFactory,
+) -> None:
+    """A loop's reader reads ahead only while it is the instance's only
+    reader: a read cancelled as its loop ends would otherwise be given up."""
+    layer = make_layer(block_ms=100)
+    mine, theirs = await layer.new_channel(), await layer.new_channel()
+    for n in range(2):
+        await layer.send(mine, {"type": "x", "n": n})
+        assert (await receive_within(layer, mine))["n"] == n
+    reader = layer._state().reader._task
+    assert reader is not None
+    assert not reader.done()  # reading ahead
+    other_reading = threading.Event()
+
+    async def other_loop() -> int:
+        waiting = asyncio.ensure_future(layer.receive(theirs))
+        await asyncio.sleep(0.05)
+        other_reading.set()
+        return int((await asyncio.wait_for(waiting, 10))["n"])
+
+    other = asyncio.ensure_future(asyncio.to_thread(_run_in_thread, other_loop))
+    assert await asyncio.to_thread(other_reading.wait, 5)
+    # block_ms is 0.1 s; reading ahead alone would go on for 1 s.
+    await asyncio.sleep(0.4)
+    assert reader.done()
+    await layer.send(theirs, {"type": "x", "n": 7})
+    assert await other == 7
+
+
 def test_an_event_loop_the_layer_used_is_freed_once_closed(redis_url: str, prefix: str) -> None:
     """Nothing of the layer keeps a closed loop (and its connections) alive."""
     layer = layer_class()(hosts=[redis_url], prefix=prefix)
